@@ -1,0 +1,79 @@
+"""Stage train@<experiment>: data (+ pools and gamma for SEL) -> models/<experiment>.pt,
+metrics/<experiment>/history.csv and summary.json, and one MLflow run.
+
+Usage: python pipeline/train.py {baseline,lottery,sel95,warmup_sel}
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from sel.cli import stage
+from sel.curriculum import Pools
+from sel.dataset import Cifar
+from sel.errors import SelError
+from sel.experiments import ExperimentRun, check_fits, make_trainer, plan
+from sel.figures import LABELS, run_figure
+from sel.files import json_text, staged_outputs
+from sel.params import EXPERIMENTS, flatten, load_params, stage_keys
+from sel.tracking import Tracker, run_tags
+
+SEL_EXPERIMENTS = ("sel95", "warmup_sel")
+
+
+@stage
+def main(argv=sys.argv[1:]):
+    if len(argv) != 1 or argv[0] not in EXPERIMENTS:
+        raise SelError(f"usage: python pipeline/train.py EXPERIMENT, one of {', '.join(EXPERIMENTS)}")
+    name = argv[0]
+    params = load_params()
+    tracker = Tracker(params.mlflow.experiment)  # reach the store before any work
+    data = Cifar.load("data/cifar10.npz")
+    provenance = json.loads(Path("data/cifar10.json").read_text())
+    pools = gamma = None
+    if name in SEL_EXPERIMENTS:
+        pools = Pools.load("data/pools.npz")
+        gamma = json.loads(Path("data/gamma.json").read_text())["gamma"]
+        check_fits(params, pools.counts, name)
+    trainer = make_trainer(params, data)
+    run = ExperimentRun(name, trainer, plan(name, params, len(data.y_train), pools, gamma), data.classes,
+                        prune_fraction=params.experiments.lottery.prune_fraction)
+    upstream = ["data"] + (["sort", "calibrate"] if name in SEL_EXPERIMENTS else [])
+    logged = {k: v for k, v in flatten(params).items()
+              if any(k == p or k.startswith(p + ".") for p in stage_keys(name) + upstream)}
+    tracker.start(f"{name}", {**logged, "gamma": gamma, "n_params": run.n_params},
+                  run_tags(name, provenance, str(trainer.device), trainer.precision))
+    try:
+        run.run(on_epoch=lambda _, row: row and tracker.log_metrics(
+            {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+        summary = {**run.summary(), "gamma": gamma, "device": str(trainer.device),
+                   "precision": trainer.precision, "data_variant": provenance["variant"],
+                   "mlflow_run_id": tracker.run_id}
+        history = pd.DataFrame(run.rows)
+        out = Path("metrics") / name
+        with staged_outputs(f"models/{name}.pt", out / "history.csv", out / "summary.json") as (pt, hist, summ):
+            torch.save(trainer.model.state_dict(), pt)
+            history.to_csv(hist, index=False)
+            summ.write_text(json_text(summary))
+        with tempfile.TemporaryDirectory() as tmp:
+            figure = Path(tmp) / f"{name}.png"
+            run_figure(history, f"{LABELS[name]} ({provenance['variant']})", figure)
+            tracker.log_artifacts(out / "history.csv", out / "summary.json", figure)
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+    print(f"{name}: test {summary['test_full']:.2%}, held-out {summary['test_100']:.2%}, "
+          f"{summary['time_s']:.0f}s, proxy {summary['flops_proxy_T']:.3g} TFLOPs, "
+          f"executed {summary['flops_executed_T']:.3g} TFLOPs")
+
+
+if __name__ == "__main__":
+    main()

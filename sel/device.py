@@ -1,0 +1,51 @@
+"""Which device and arithmetic a run uses, resolved once from `train.device` and `train.precision`."""
+
+import contextlib
+
+import torch
+
+from .errors import SelError
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` is the first CUDA device when there is one, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SelError(f"params: train.device = {spec!r}: no CUDA device is available "
+                           f"(use auto or cpu)")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise SelError(f"params: train.device = {spec!r}: only {torch.cuda.device_count()} "
+                           f"CUDA device(s) here")
+    return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 arithmetic in hardware: CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)()
+               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """`auto` is bf16 autocast where the hardware has bf16, fp32 elsewhere."""
+    if spec == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return spec
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for forward passes, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,212 @@
+"""The four experiments as phases of the one training loop, and the runner that records them.
+
+baseline   dense epochs on every training image
+lottery    dense pre-training (not recorded, as the original), global magnitude prune, rewind,
+           masked retraining
+sel95      the curriculum stages with the sparse update
+warmup_sel dense warm-up on the easiest images of each class (E = C = 0), then the stages
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .curriculum import Pools, stage_gamma
+from .dataset import Cifar, held_out_indices
+from .device import resolve_device, resolve_precision
+from .errors import SelError
+from .flops import flops_per_image, proxy_flops
+from .model import fresh_model, n_params
+from .params import Params
+from .training import DENSE, MASKED, SEL, Trainer
+
+
+@dataclass
+class Phase:
+    """Epochs that share one training set and one update rule."""
+
+    name: str
+    epochs: int
+    indices: np.ndarray
+    stage: int  # 0 for dense epochs (baseline, lottery, warm-up), 1..n for the SEL stages
+    update: str = DENSE
+    gamma: float | None = None
+    recorded: bool = True  # lottery pre-training is in neither the history, the FLOPs nor the time
+    measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
+
+
+def make_trainer(params: Params, data: Cifar, precision: str | None = None) -> Trainer:
+    """The freshly built model (seeded: the same initial weights in every stage) and its data
+    on the device named by `train.device`; `precision` overrides `train.precision`."""
+    device = resolve_device(params.train.device)
+    precision = precision or resolve_precision(params.train.precision, device)
+    model = fresh_model(params.seed, params.model.width, params.model.pretrained, len(data.classes))
+    held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
+    return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
+                   batch_size=params.train.batch_size, eval_batch_size=params.train.eval_batch_size,
+                   seed=params.seed, temperature=params.sel.temperature,
+                   lr_loss_scale=params.sel.lr_loss_scale)
+
+
+def check_fits(params: Params, pools_counts: np.ndarray | None, experiment: str) -> None:
+    """Sample sizes that the data must hold, checked before training."""
+    if experiment == "warmup_sel" and pools_counts is not None:
+        k = params.experiments.warmup_sel.warmup_per_class
+        if k > pools_counts.min():
+            raise SelError(f"params: experiments.warmup_sel.warmup_per_class = {k} is larger than "
+                           f"the data ({pools_counts.min()} training images in the smallest class)")
+
+
+def sel_phases(params: Params, pools: Pools, gamma: float) -> list[Phase]:
+    sel, n = params.sel, len(params.sel.stages)
+    return [Phase(stage.name, sel.epochs_per_stage, pools.window(stage.start, stage.end, sel.samples_per_class),
+                  s + 1, SEL, stage_gamma(gamma, s, n, sel.gamma_decay))
+            for s, stage in enumerate(sel.stages)]
+
+
+def plan(name: str, params: Params, n_train: int, pools: Pools | None = None,
+         gamma: float | None = None) -> list[Phase]:
+    """The phases of experiment `name`."""
+    ex, everything = params.experiments, np.arange(n_train)
+    if name == "baseline":
+        return [Phase("dense", ex.baseline.epochs, everything, 0)]
+    if name == "lottery":
+        return [Phase("pretrain", ex.lottery.pretrain_epochs, everything, 0, recorded=False),
+                Phase("retrain", ex.lottery.epochs, everything, 0, MASKED)]
+    if name == "sel95":
+        return sel_phases(params, pools, gamma)
+    if name == "warmup_sel":
+        warm = ex.warmup_sel
+        return [Phase("warmup", warm.warmup_epochs, pools.easiest(warm.warmup_per_class), 0,
+                      measure_ec=False)] + sel_phases(params, pools, gamma)
+    raise ValueError(f"unknown experiment {name!r}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class ExperimentRun:
+    """Drives a Trainer through an experiment's phases one epoch at a time and keeps its record:
+    one history row per recorded epoch, cumulative FLOPs and time. `done` counts finished epochs
+    (recorded or not), so a run restored from a checkpoint goes on where it stopped."""
+
+    def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str],
+                 prune_fraction: float | None = None, out=sys.stderr):
+        self.name, self.trainer, self.phases, self.classes = name, trainer, phases, classes
+        self.prune_fraction, self.out = prune_fraction, out
+        self.schedule = [(phase, k) for phase in phases for k in range(phase.epochs)]
+        self.n_params = n_params(trainer.model)
+        self.train_flops, self.eval_flops = flops_per_image(trainer.model)
+        self.rows: list[dict] = []
+        self.done = 0
+        self.totals = {"flops_proxy": 0.0, "flops_executed": 0.0, "flops_eval": 0.0, "time_s": 0.0,
+                       "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0, "wall_s": 0.0}
+        self._indices = {}
+
+    def remaining(self) -> int:
+        return len(self.schedule) - self.done
+
+    def run(self, on_epoch=None) -> None:
+        """Train every remaining epoch; `on_epoch(run, row)` after each (row None if unrecorded)."""
+        while self.remaining():
+            row = self.step()
+            if on_epoch:
+                on_epoch(self, row)
+
+    def step(self) -> dict | None:
+        """Train and (if recorded) evaluate the next epoch; returns its history row."""
+        phase, k = self.schedule[self.done]
+        trainer = self.trainer
+        started = time.perf_counter()
+        if phase.update == MASKED and trainer.mask is None:
+            trainer.prune_and_rewind(self.prune_fraction)
+            started = time.perf_counter()  # the original starts its clock after the rewind
+        idx = self._device_indices(phase)
+        sums = trainer.train_epoch(idx, phase.update, phase.gamma, phase.measure_ec)
+        values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
+        values = values.tolist()  # the epoch's one read back to the host
+        seconds = time.perf_counter() - started
+        self.done += 1
+        self.totals["wall_s"] += seconds
+        images = len(phase.indices)
+        if not phase.recorded:
+            self.totals["pretrain_time_s"] += seconds
+            self.totals["pretrain_flops_executed"] += self.train_flops * images
+            self._report(phase, k, None, seconds)
+            return None
+        row = self._row(phase, values, images, seconds)
+        self.rows.append(row)
+        self._report(phase, k, row, seconds)
+        return row
+
+    def _device_indices(self, phase: Phase) -> torch.Tensor:
+        if phase.name not in self._indices:
+            self._indices[phase.name] = torch.as_tensor(phase.indices, device=self.trainer.device)
+        return self._indices[phase.name]
+
+    def _row(self, phase: Phase, values: list[float], images: int, seconds: float) -> dict:
+        n = len(self.classes)
+        steps = math.ceil(images / self.trainer.batch_size)
+        loss_sum, correct, sparsity_sum = values[:3]
+        e, c = values[3:3 + n], values[3 + n:3 + 2 * n]
+        test_full, test_100, per_class = values[3 + 2 * n], values[4 + 2 * n], values[5 + 2 * n:]
+        sparsity = sparsity_sum / steps
+        t = self.totals
+        t["flops_proxy"] += proxy_flops(self.n_params, sparsity, images)
+        t["flops_executed"] += self.train_flops * images
+        t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
+        t["time_s"] += seconds
+        row = {"epoch": len(self.rows) + 1, "stage": phase.stage,
+               "train_acc": correct / images, "train_loss": loss_sum / images,
+               "test_full": test_full, "test_100": test_100,
+               "flops_proxy_T": t["flops_proxy"] / 1e12, "flops_executed_T": t["flops_executed"] / 1e12,
+               "flops_eval_T": t["flops_eval"] / 1e12, "time_s": t["time_s"], "sparsity": sparsity}
+        row.update({f"acc_{name}": a for name, a in zip(self.classes, per_class)})
+        row.update({f"E_{name}": v / steps for name, v in zip(self.classes, e)})
+        row.update({f"C_{name}": v / steps for name, v in zip(self.classes, c)})
+        return row
+
+    def _report(self, phase: Phase, k: int, row: dict | None, seconds: float) -> None:
+        """One progress line: epoch, accuracy, elapsed and the time left, estimated per image."""
+        if self.out is None:
+            return
+        done_images = sum(len(p.indices) for p, _ in self.schedule[:self.done])
+        left_images = sum(len(p.indices) for p, _ in self.schedule[self.done:])
+        eta = self.totals["wall_s"] / max(done_images, 1) * left_images
+        if row is None:
+            what = "(pre-training, not recorded)"
+        else:
+            what = f"test {row['test_full']:.1%} held-out {row['test_100']:.1%} train {row['train_acc']:.1%}"
+            if phase.update != DENSE:
+                what += f" sparsity {row['sparsity']:.1%}"
+        print(f"[{self.name}] epoch {self.done}/{len(self.schedule)} {phase.name} {k + 1}/{phase.epochs}: "
+              f"{what} | {seconds:.1f}s, elapsed {_clock(self.totals['wall_s'])}, left ~{_clock(eta)}",
+              file=self.out, flush=True)
+
+    def summary(self) -> dict:
+        """The run's final figures (the last recorded epoch) and totals."""
+        last = self.rows[-1] if self.rows else {}
+        sel_rows = [r["sparsity"] for r in self.rows if r["stage"] > 0]
+        return {
+            "experiment": self.name,
+            "epochs": len(self.rows),
+            "test_full": last.get("test_full"),
+            "test_100": last.get("test_100"),
+            "train_acc": last.get("train_acc"),
+            "flops_proxy_T": self.totals["flops_proxy"] / 1e12,
+            "flops_executed_T": self.totals["flops_executed"] / 1e12,
+            "flops_eval_T": self.totals["flops_eval"] / 1e12,
+            "time_s": self.totals["time_s"],
+            "sparsity_mean": float(np.mean([r["sparsity"] for r in self.rows])) if self.rows else 0.0,
+            "sel_sparsity_mean": float(np.mean(sel_rows)) if sel_rows else None,
+            "pretrain_time_s": self.totals["pretrain_time_s"],
+            "pretrain_flops_executed_T": self.totals["pretrain_flops_executed"] / 1e12,
+            "n_params": self.n_params,
+            "train_gflop_per_image": self.train_flops / 1e9,
+        }

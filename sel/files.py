@@ -1,0 +1,45 @@
+"""Where things live and how outputs are written: all-or-nothing, never half a file."""
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The project root: DVC_ROOT under `dvc exp run --temp/--queue` (the stage runs in a copy
+    that is deleted afterwards), else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def anchored(path: str | Path) -> Path:
+    """A relative path taken from the project root, so that temporary copies find the same file."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+@contextmanager
+def staged_outputs(*paths: Path):
+    """Yield temporary paths beside `paths`; move all of them into place only if the block
+    succeeds. On any failure every temporary file is removed and no output appears."""
+    paths = [Path(p) for p in paths]
+    temps = [p.with_name(f".{p.name}.partial-{os.getpid()}") for p in paths]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield temps
+        for tmp, final in zip(temps, paths):
+            os.replace(tmp, final)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def json_text(obj) -> str:
+    return json.dumps(obj, indent=2) + "\n"
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically."""
+    with staged_outputs(path) as (tmp,):
+        tmp.write_text(json_text(obj))

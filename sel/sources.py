@@ -1,0 +1,302 @@
+"""Read CIFAR-10 from any accepted source into the canonical arrays.
+
+Sources: the official `cifar-10-python.tar.gz` (URL or path, md5-verified), any archive of the
+same python-pickle layout, or class-folder images (`train/<class>/*`, `test/<class>/*`, under at
+most one top folder) as a directory or a .tar/.tar.gz. Archives are read in one streaming pass,
+never extracted; members that would escape an extraction folder are refused all the same, and
+the pickles are read by an unpickler that admits only what a CIFAR batch holds.
+"""
+
+import hashlib
+import io
+import os
+import pickle
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .dataset import Cifar, check_arrays
+from .errors import SelError
+
+OFFICIAL_NAME = "cifar-10-python.tar.gz"
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+BATCH_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+SPLITS = ("train", "test")
+
+
+def is_url(source: str) -> bool:
+    return source.split("://", 1)[0] in {"http", "https", "ftp", "file"} and "://" in source
+
+
+def expected_md5(source: str, md5: str | None) -> str | None:
+    """data.md5 resolved: `auto` means the official md5 for the official file name, else none."""
+    if md5 == "auto":
+        return OFFICIAL_MD5 if PurePosixPath(source).name == OFFICIAL_NAME else None
+    return md5.lower() if md5 else None
+
+
+def digests(path: Path) -> dict:
+    """md5 (what the official archive publishes) and sha256 of a file, in one read."""
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            md5.update(chunk)
+            sha.update(chunk)
+    return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+
+
+def verify(path: Path, expected: str | None) -> dict:
+    """Digests of `path`, raising when an expected md5 does not match."""
+    found = digests(path)
+    if expected and found["md5"] != expected:
+        raise SelError(f"md5 of {path} is {found['md5']}, expected {expected}: the file is corrupt "
+                       f"or not the one named (set data.md5=null to skip the check)")
+    return found
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    rate = done / max(time.monotonic() - started, 1e-9) / 2**20
+    pct = f"{100 * done / total:5.1f}% of {total / 2**20:.0f} MiB" if total else f"{done / 2**20:.0f} MiB"
+    print(f"  downloaded {pct} ({rate:.1f} MiB/s)", file=sys.stderr, flush=True)
+
+
+def fetch(url: str, cache_dir: Path, md5: str | None) -> Path:
+    """The file at `url`, downloaded into `cache_dir` unless a verified copy is already there."""
+    dest = cache_dir / PurePosixPath(url.split("?", 1)[0]).name
+    if dest.is_file() and md5:
+        try:
+            verify(dest, md5)
+            print(f"using the verified copy {dest}", file=sys.stderr)
+            return dest
+        except SelError:
+            print(f"{dest} does not match its md5; downloading it again", file=sys.stderr)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    print(f"downloading {url}", file=sys.stderr, flush=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as f:
+            total, done, started, shown = int(r.headers.get("Content-Length") or 0), 0, time.monotonic(), 0.0
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                if time.monotonic() - shown > 2 or done == total:
+                    _progress(done, total, started)
+                    shown = time.monotonic()
+        verify(part, md5)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        part.unlink(missing_ok=True)
+        raise SelError(f"cannot reach {url} ({getattr(e, 'reason', e)}); to run offline, copy "
+                       f"{OFFICIAL_NAME} (or a class-folder copy) here and run with "
+                       f"-S data.source=path/to/it") from None
+    except SelError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    return dest
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only the numpy pieces a CIFAR batch is made of; anything else is refused
+    before it can be called, so a crafted pickle cannot run code."""
+
+    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for n in ("_reconstruct", "scalar")} | {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def __init__(self, file, what):
+        super().__init__(file, encoding="latin1")
+        self.what = what
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise SelError(f"refusing to unpickle {self.what}: it asks for {module}.{name}, "
+                       f"which a CIFAR batch never holds (the file may be malicious)")
+
+
+def _unpickle(payload: bytes, what: str) -> dict:
+    try:
+        entry = _BatchUnpickler(io.BytesIO(payload), what).load()
+    except SelError:
+        raise
+    except Exception as e:  # any malformed pickle: EOF, bad opcode, bad numpy state
+        raise SelError(f"cannot read {what}: not a valid CIFAR pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(entry, dict):
+        raise SelError(f"cannot read {what}: expected a dict, found {type(entry).__name__}")
+    return entry
+
+
+def _batch_arrays(entry: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
+    data, labels = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3 * 32 * 32 or labels is None or len(labels) != len(data):
+        raise SelError(f"cannot read {what}: expected 'data' uint8 (N, 3072) and N 'labels'")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, dtype=np.int64)
+
+
+def _from_batches(files: dict, source: str) -> Cifar:
+    missing = [f for f in BATCH_FILES if f not in files]
+    if missing:
+        raise SelError(f"{source}: python-layout archive lacks {', '.join(missing)}")
+    meta = _unpickle(files["batches.meta"], "batches.meta")
+    classes = meta.get("label_names")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise SelError(f"{source}: batches.meta has no list of label_names")
+    train = [_batch_arrays(_unpickle(files[f], f), f) for f in BATCH_FILES[:5]]
+    x_test, y_test = _batch_arrays(_unpickle(files["test_batch"], "test_batch"), "test_batch")
+    x_train = np.ascontiguousarray(np.concatenate([x for x, _ in train]))
+    y_train = np.concatenate([y for _, y in train])
+    return Cifar(x_train, y_train, np.ascontiguousarray(x_test), y_test, classes)
+
+
+def _decode(payload: bytes, name: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            img.load()
+            if img.mode != "RGB" or img.size != (32, 32):
+                raise SelError(f"image {name} is {img.size[0]}x{img.size[1]} {img.mode}, "
+                               f"expected 32x32 RGB")
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise SelError(f"image {name} does not decode ({e})") from None
+
+
+def _interleave(per_class: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Image 0 of every class, then image 1, ...: the first k images are class-balanced."""
+    order = [(i, c) for i in range(max(map(len, per_class))) for c in range(len(per_class))
+             if i < len(per_class[c])]
+    x = np.stack([per_class[c][i] for i, c in order])
+    return x, np.array([c for _, c in order], dtype=np.int64)
+
+
+def _from_folders(images: dict, source: str) -> Cifar:
+    classes = sorted({cls for split in images.values() for cls in split})
+    for split in SPLITS:
+        if not images.get(split):
+            raise SelError(f"{source}: the {split} split is empty (no {split}/<class>/ images)")
+        for cls in classes:
+            if cls not in images[split]:
+                other = "test" if split == "train" else "train"
+                raise SelError(f"{source}: missing class folder {split}/{cls} ({other}/{cls} exists)")
+    arrays = {}
+    for split in SPLITS:
+        per_class = [[img for _, img in sorted(images[split][cls])] for cls in classes]
+        arrays[split] = _interleave(per_class)
+    return Cifar(*arrays["train"], *arrays["test"], classes)
+
+
+class _Layout:
+    """Sorts the members of a source into pickle batches and class-folder images, in one pass."""
+
+    def __init__(self, source: str):
+        self.source, self.batches, self.images, self.tops = source, {}, {}, set()
+
+    def add(self, name: str, read) -> None:
+        parts = PurePosixPath(name).parts
+        if parts[-1] in BATCH_FILES and len(parts) <= 2:
+            self.batches[parts[-1]] = read()
+            self.tops.add(parts[:-1])
+        elif PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and not parts[-1].startswith("."):
+            for top in ((), parts[:1]):
+                rest = parts[len(top):]
+                if len(rest) == 3 and rest[0] in SPLITS:
+                    split, cls, fname = rest
+                    self.images.setdefault(split, {}).setdefault(cls, []).append(
+                        (fname, _decode(read(), name)))
+                    self.tops.add(top)
+                    break
+
+    def build(self) -> tuple[Cifar, str]:
+        if len(self.tops) > 1:
+            shown = ", ".join(sorted("/".join(t) or "." for t in self.tops))
+            raise SelError(f"{self.source}: expected the data under at most one top folder, found {shown}")
+        if self.batches:
+            return _from_batches(self.batches, self.source), "python-archive"
+        if self.images:
+            return _from_folders(self.images, self.source), "class-folders"
+        raise SelError(f"{self.source} is neither a python-layout CIFAR archive "
+                       f"({', '.join(BATCH_FILES)}) nor class folders (train/<class>/*, test/<class>/*)")
+
+
+def _check_member(member: tarfile.TarInfo, source: str) -> None:
+    """Refuse what extraction would refuse: absolute names, `..`, links leaving the archive,
+    device files; links that stay inside are refused too, since they are not read."""
+    try:
+        tarfile.data_filter(member, "/nonexistent-extraction-root")
+    except tarfile.FilterError as e:
+        raise SelError(f"{source}: unsafe archive member refused: {e}") from None
+    if member.issym() or member.islnk():
+        raise SelError(f"{source}: archive member {member.name!r} is a link; links are not read")
+
+
+def _read_archive(path: Path, layout: _Layout) -> None:
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                _check_member(member, layout.source)
+                if member.isfile():
+                    layout.add(member.name, tar.extractfile(member).read)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise SelError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})") from None
+
+
+def _read_folder(root: Path, layout: _Layout) -> str:
+    """Feed the files under `root` to `layout`; returns a sha256 over their names and contents."""
+    tree = hashlib.sha256()
+    real_root = root.resolve()
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+            raise SelError(f"{root}: {path.relative_to(root)} links outside the source folder")
+        if path.is_file():
+            rel = path.relative_to(root).as_posix()
+            payload = path.read_bytes()
+            tree.update(rel.encode() + b"\0" + hashlib.sha256(payload).digest())
+            layout.add(rel, lambda payload=payload: payload)
+    return tree.hexdigest()
+
+
+@dataclass
+class Provenance:
+    """Where the data came from, as recorded in the manifest and on every MLflow run."""
+
+    source: str
+    kind: str
+    variant: str
+    md5: str | None
+    sha256: str
+    md5_verified: bool
+
+
+def read_source(source: str, md5: str | None, cache_dir: Path, root: Path) -> tuple[Cifar, Provenance]:
+    """Read `source` (URL, archive or folder; relative paths from `root`) into arrays."""
+    expected = expected_md5(source, md5)
+    if is_url(source):
+        path = fetch(source, cache_dir, expected)
+    else:
+        path = Path(source).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.exists():
+            raise SelError(f"data.source: no such file or folder: {path}")
+    layout = _Layout(str(source))
+    if path.is_dir():
+        sums = {"md5": None, "sha256": _read_folder(path, layout)}
+    else:
+        sums = verify(path, expected)
+        if not tarfile.is_tarfile(path):
+            raise SelError(f"{path} is not a tar archive (expected .tar/.tar.gz or a folder)")
+        _read_archive(path, layout)
+    data, kind = layout.build()
+    check_arrays(data)
+    official = expected == OFFICIAL_MD5 and kind == "python-archive"
+    variant = "official" if official else f"{kind}:{path.name}"
+    return data, Provenance(str(source), kind, variant, sums["md5"], sums["sha256"], bool(expected))
