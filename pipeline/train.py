@@ -1,7 +1,7 @@
 """Stage train@<experiment>: data (+ pools and gamma for SEL) -> models/<experiment>.pt,
 metrics/<experiment>/history.csv and summary.json, and one MLflow run.
 
-Usage: python pipeline/train.py {baseline,lottery,sel95,warmup_sel}
+Usage: python -m pipeline.train {baseline,lottery,sel95,warmup_sel}
 """
 
 import json
@@ -28,7 +28,7 @@ SEL_EXPERIMENTS = ("sel95", "warmup_sel")
 @stage
 def main(argv=sys.argv[1:]):
     if len(argv) != 1 or argv[0] not in EXPERIMENTS:
-        raise SelError(f"usage: python pipeline/train.py EXPERIMENT, one of {', '.join(EXPERIMENTS)}")
+        raise SelError(f"usage: python -m pipeline.train EXPERIMENT, one of {', '.join(EXPERIMENTS)}")
     name = argv[0]
     params = load_params()
     tracker = Tracker(params.mlflow.experiment)  # reach the store before any work

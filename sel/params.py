@@ -166,6 +166,10 @@ class Params:
     mlflow: MlflowParams = _knob(MlflowParams, "run tracking")
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               type(None): "null"}
+
+
 def _fail(key, value, problem):
     raise SelError(f"params: {key} = {value!r}: {problem}")
 
@@ -181,15 +185,14 @@ def _coerce(value, tp, key):
         for option in options:
             if option is not type(None) and _matches(value, option):
                 return _coerce(value, option, key)
-        names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-        _fail(key, value, f"must be {names}")
+        _fail(key, value, f"must be {' or '.join(_TYPE_NAMES[o] for o in options)}")
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
         if not isinstance(value, list) or not value:
             _fail(key, value, "must be a non-empty list")
         return tuple(_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value))
     if not _matches(value, tp):
-        _fail(key, value, f"must be {'a number' if tp is float else 'a ' + tp.__name__}")
+        _fail(key, value, f"must be {_TYPE_NAMES[tp]}")
     return float(value) if tp is float else value
 
 

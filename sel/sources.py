@@ -138,10 +138,14 @@ def _unpickle(payload: bytes, what: str) -> dict:
 
 def _batch_arrays(entry: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
     data, labels = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
+    try:  # a crafted batch may hold anything as labels: a number, strings, nested lists
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        labels = None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * 32 * 32 or labels is None or len(labels) != len(data):
+            or data.shape[1] != 3 * 32 * 32 or labels is None or labels.shape != (len(data),):
         raise SelError(f"cannot read {what}: expected 'data' uint8 (N, 3072) and N 'labels'")
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, dtype=np.int64)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 def _from_batches(files: dict, source: str) -> Cifar:
@@ -190,7 +194,12 @@ def _from_folders(images: dict, source: str) -> Cifar:
                 raise SelError(f"{source}: missing class folder {split}/{cls} ({other}/{cls} exists)")
     arrays = {}
     for split in SPLITS:
-        per_class = [[img for _, img in sorted(images[split][cls])] for cls in classes]
+        for cls in classes:
+            names = [fname for fname, _ in images[split][cls]]
+            if len(set(names)) != len(names):
+                raise SelError(f"{source}: {split}/{cls} holds the same file name more than once")
+        per_class = [[img for _, img in sorted(images[split][cls], key=lambda item: item[0])]
+                     for cls in classes]
         arrays[split] = _interleave(per_class)
     return Cifar(*arrays["train"], *arrays["test"], classes)
 
@@ -231,6 +240,8 @@ class _Layout:
 def _check_member(member: tarfile.TarInfo, source: str) -> None:
     """Refuse what extraction would refuse: absolute names, `..`, links leaving the archive,
     device files; links that stay inside are refused too, since they are not read."""
+    if member.name.startswith("/"):  # data_filter would only strip the leading slash
+        raise SelError(f"{source}: unsafe archive member refused: {member.name!r} is an absolute path")
     try:
         tarfile.data_filter(member, "/nonexistent-extraction-root")
     except tarfile.FilterError as e:
@@ -299,4 +310,5 @@ def read_source(source: str, md5: str | None, cache_dir: Path, root: Path) -> tu
     check_arrays(data)
     official = expected == OFFICIAL_MD5 and kind == "python-archive"
     variant = "official" if official else f"{kind}:{path.name}"
-    return data, Provenance(str(source), kind, variant, sums["md5"], sums["sha256"], bool(expected))
+    verified = bool(expected) and sums["md5"] is not None  # a folder has no md5 to verify
+    return data, Provenance(str(source), kind, variant, sums["md5"], sums["sha256"], verified)

@@ -1,0 +1,1 @@
+"""One short script per DVC stage: read params, call the library, write the declared outs."""

@@ -1,0 +1,88 @@
+"""Fixtures shared by the tests that run the pipeline for real: a copy of the project in a
+temporary git + DVC repository, configured by params overrides alone."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builders import make_arrays, write_class_folder_tar
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["sel", "pipeline", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",
+                 ".dvc/.gitignore"]
+
+TINY = {
+    "data": {"train_per_class": None, "test_per_class": None, "held_out_per_class": 3},
+    "model": {"width": 8, "pretrained": False},
+    "train": {"batch_size": 32, "eval_batch_size": 64},
+    "calibrate": {"batch_size": 32, "mode": "train"},
+    "sel": {"epochs_per_stage": 1},
+    "experiments": {"baseline": {"epochs": 1}, "lottery": {"pretrain_epochs": 1, "epochs": 1},
+                    "warmup_sel": {"warmup_epochs": 1, "warmup_per_class": 4}},
+}
+
+
+def env_for_stages() -> dict:
+    """The test's own interpreter first on PATH (DVC stages call `python`), no outside store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=kw.pop("env", env_for_stages()), capture_output=True,
+                         text=True, **kw)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def merge(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    params = merge(yaml.safe_load(path.read_text()), overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def tiny_source(tmp_path_factory) -> Path:
+    """A class-folder .tar.gz of 12 training and 6 test images per class."""
+    path = tmp_path_factory.mktemp("source") / "tiny-cifar.tar.gz"
+    return write_class_folder_tar(path, make_arrays(12, 6))
+
+
+@pytest.fixture
+def project(tmp_path, tiny_source) -> Path:
+    """A git + DVC repository holding a copy of the project, set to the tiny configuration."""
+    repo = tmp_path / "repo"
+    for name in PROJECT_FILES:
+        src, dst = ROOT / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    set_params(repo, merge({"data": {"source": str(tiny_source)}}, TINY))
+    run(["git", "init", "-q", "-b", "main"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], repo)
+    return repo
+
+
+def git_commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)

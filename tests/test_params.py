@@ -1,0 +1,93 @@
+"""params.yaml: the defaults are the original protocol, every bad value fails with a line that
+names the key, the value and what is allowed, and dvc.yaml lists what each stage reads."""
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from sel.errors import SelError
+from sel.params import EXPERIMENTS, Params, flatten, load_params, parse_params, stage_keys
+
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(key: str, value):
+    raw = copy.deepcopy(RAW)
+    *path, last = key.split(".")
+    node = raw
+    for part in path:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return raw
+
+
+def test_params_yaml_holds_the_original_protocol():
+    params = load_params(ROOT / "params.yaml")
+    assert params == Params()  # the file and the dataclass defaults agree
+    assert params.seed == 42 and params.train.batch_size == 64 and params.train.lr == 1e-3
+    assert params.experiments.lottery.prune_fraction == 0.8 and params.calibrate.percentile == 40
+    assert [(s.name, s.start, s.end) for s in params.sel.stages] == [
+        ("easy", 0.0, 0.25), ("medium", 0.2, 0.5), ("hard", 0.4, 0.65), ("harder", 0.6, 0.82),
+        ("hardest", 0.78, 1.0)]
+    assert flatten(params)["sel.stages.4.start"] == 0.78
+
+
+@pytest.mark.parametrize("key, value, named, allowed", [
+    ("calibrate.percentile", 140, "calibrate.percentile", "between 0 and 100"),
+    ("calibrate.percentile", -1, "calibrate.percentile", "between 0 and 100"),
+    ("calibrate.mode", "both", "calibrate.mode", "eval | train"),
+    ("calibrate.batch_size", 0, "calibrate.batch_size", ">= 1"),
+    ("train.batch_size", 0, "train.batch_size", ">= 1"),
+    ("train.device", "tpu", "train.device", "auto, cpu, cuda or cuda:N"),
+    ("train.precision", "fp16", "train.precision", "auto | fp32 | bf16"),
+    ("train.compile", "yes", "train.compile", "auto | true | false"),
+    ("train.lr", -0.1, "train.lr", "> 0"),
+    ("experiments.baseline.epochs", -1, "experiments.baseline.epochs", ">= 0"),
+    ("experiments.lottery.prune_fraction", 1.0, "experiments.lottery.prune_fraction", "[0, 1)"),
+    ("sel.stages.0.start", -0.1, "sel.stages.0.start", "between 0 and 1"),
+    ("sel.stages.1.end", 1.5, "sel.stages.1.end", "between 0 and 1"),
+    ("sel.stages.2", {"name": "hard", "start": 0.6, "end": 0.4}, "sel.stages.2", "start must be below end"),
+    ("sel.epochs_per_stage", "ten", "sel.epochs_per_stage", "an integer"),
+    ("data.train_per_class", 0, "data.train_per_class", ">= 1, or null"),
+    ("data.md5", "abc", "data.md5", "auto, null or 32 hex digits"),
+    ("data.held_out_per_class", 0, "data.held_out_per_class", ">= 1"),
+    ("model.width", 16, "model.pretrained", "ImageNet weights exist only for model.width = 64"),
+    ("model.arch", "resnet50", "model.arch", "resnet18"),
+    ("seed", 1.5, "seed", "an integer"),
+    ("mlflow.experiment", " ", "mlflow.experiment", "must not be empty"),
+])
+def test_bad_value_names_key_value_and_what_is_allowed(key, value, named, allowed):
+    with pytest.raises(SelError) as e:
+        parse_params(with_value(key, value))
+    message = str(e.value)
+    assert named in message and allowed in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("raw_change, named", [
+    (lambda r: r["experiments"].update(resnet_huge={"epochs": 1}), "experiments.resnet_huge"),
+    (lambda r: r["sel"].update(gama_decay=0.3), "sel.gama_decay"),
+    (lambda r: r.update(trian={}), "trian"),
+])
+def test_unknown_key_is_refused(raw_change, named):
+    raw = copy.deepcopy(RAW)
+    raw_change(raw)
+    with pytest.raises(SelError, match=f"unknown key '{named}'"):
+        parse_params(raw)
+
+
+def test_dvc_yaml_lists_exactly_what_each_stage_reads():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in ["download", "sort", "calibrate", *EXPERIMENTS, "aggregate"]:
+        name = f"train_{stage}" if stage in EXPERIMENTS else stage
+        assert sorted(stages[name]["params"]) == sorted(stage_keys(stage)), stage
+    for name in ("train_baseline", "train_lottery"):
+        deps = stages[name]["deps"]
+        assert "data/gamma.json" not in deps and "data/pools.npz" not in deps
+        assert not any(p == "sel" or p.startswith("sel.") and p != "sel.temperature"
+                       for p in stages[name]["params"])
