@@ -25,6 +25,7 @@ def calibrate_gamma(trainer: Trainer, batch_size: int, percentile: float, mode: 
     loss = F.cross_entropy(model(images.augmented(batch, trainer.generator)), images.y[batch])
     loss.backward()
     grads = trainer.grads.flat.abs().cpu().numpy()
+    trainer.grads.zero()
     gamma = float(np.percentile(grads, percentile))
     return {"gamma": gamma, "percentile": percentile, "batch_size": len(batch), "mode": mode,
             "n_params": int(grads.size), "zeroed_at_gamma": float((grads <= gamma).mean())}

@@ -5,6 +5,9 @@ training augmentation applied, batches of 256 in dataset order, fp32. Optionally
 is first trained densely for a few epochs (`sort.scorer_epochs`).
 """
 
+import sys
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,10 +19,15 @@ from .training import Trainer
 def score(trainer: Trainer, batch_size: int = 256) -> np.ndarray:
     """Per-image loss of the trainer's model over the whole training set, augmented."""
     model, images = trainer.model.eval(), trainer.train_set
-    losses = []
+    losses, started, shown = [], time.monotonic(), time.monotonic()
     for batch in torch.arange(len(images), device=trainer.device).split(batch_size):
         logits = model(images.augmented(batch, trainer.generator))
         losses.append(F.cross_entropy(logits.float(), images.y[batch], reduction="none"))
+        if time.monotonic() - shown > 30:  # a progress line now and then on long runs
+            done, elapsed = len(losses) * batch_size, time.monotonic() - started
+            print(f"[sort] scored {done}/{len(images)} images, {elapsed:.0f}s, "
+                  f"left ~{elapsed / done * (len(images) - done):.0f}s", file=sys.stderr, flush=True)
+            shown = time.monotonic()
     return torch.cat(losses).cpu().numpy()
 
 

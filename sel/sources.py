@@ -250,9 +250,23 @@ def _check_member(member: tarfile.TarInfo, source: str) -> None:
         raise SelError(f"{source}: archive member {member.name!r} is a link; links are not read")
 
 
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile silently ends an archive at a missing, cut or garbled header; only the
+    end-of-archive marker (a zero block) may end it here, so a cut download is an error."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_):
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:
+            raise
+        except tarfile.HeaderError as e:
+            raise tarfile.ReadError(f"no end-of-archive marker at {tarfile_.offset} ({e})") from None
+
+
 def _read_archive(path: Path, layout: _Layout) -> None:
     try:
-        with tarfile.open(path, "r|*") as tar:
+        with tarfile.open(path, "r|*", tarinfo=_StrictTarInfo) as tar:
             for member in tar:
                 _check_member(member, layout.source)
                 if member.isfile():

@@ -17,7 +17,7 @@ from .augment import Images
 from .curriculum import epoch_order
 from .dataset import Cifar
 from .device import autocast
-from .embarrassment import class_embarrassment
+from .embarrassment import class_counts, class_embarrassment
 from .prune import Mask, global_magnitude_mask
 from .sparsity import FlatGrads
 
@@ -109,5 +109,5 @@ class Trainer:
         correct = torch.cat(correct).float()
         held, held_y = correct[self.held_out], test.y[self.held_out]
         per_class = torch.zeros(self.n_classes, device=self.device).index_add_(0, held_y, held)
-        per_class /= torch.bincount(held_y, minlength=self.n_classes).clamp(min=1)
+        per_class /= class_counts(held_y, self.n_classes).clamp(min=1)
         return torch.cat([correct.mean().view(1), held.mean().view(1), per_class])
