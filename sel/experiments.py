@@ -17,7 +17,7 @@ import torch
 
 from .curriculum import Pools, stage_gamma
 from .dataset import Cifar, held_out_indices
-from .device import resolve_device, resolve_precision
+from .device import resolve_compile, resolve_device, resolve_precision
 from .errors import SelError
 from .flops import flops_per_image, proxy_flops
 from .model import fresh_model, n_params
@@ -49,7 +49,8 @@ def make_trainer(params: Params, data: Cifar, precision: str | None = None) -> T
     return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
                    batch_size=params.train.batch_size, eval_batch_size=params.train.eval_batch_size,
                    seed=params.seed, temperature=params.sel.temperature,
-                   lr_loss_scale=params.sel.lr_loss_scale)
+                   lr_loss_scale=params.sel.lr_loss_scale,
+                   compile=resolve_compile(params.train.compile, device))
 
 
 def check_fits(params: Params, pools_counts: np.ndarray | None, experiment: str) -> None:

@@ -1,6 +1,15 @@
-"""Named protocols: sets of params overrides, applied with `dvc exp run -S` like any other."""
+"""Named protocols: sets of params overrides, applied with `dvc exp run -S` like any other.
+
+    python -m sel.protocols cpu-small [--print] [more dvc exp run arguments]
+
+runs `dvc exp run -S model.width=16 ... [more arguments]`; arguments after the protocol's come
+later on the command line, so `-S data.source=...` or `-n NAME` can be added or overridden.
+"""
 
 import copy
+import os
+import shlex
+import sys
 
 from .params import Params, parse_params
 
@@ -39,3 +48,18 @@ def set_args(overrides: dict) -> list[str]:
         shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         args += ["-S", f"{key}={shown}"]
     return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in PROTOCOLS:
+        sys.exit(f"usage: python -m sel.protocols {{{','.join(PROTOCOLS)}}} [--print] [dvc exp run args]")
+    name, rest = argv[0], argv[1:]
+    command = ["dvc", "exp", "run", *set_args(PROTOCOLS[name]), *[a for a in rest if a != "--print"]]
+    print(shlex.join(command), flush=True)
+    if "--print" not in rest:
+        os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,9 +29,12 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data: Cifar, held_out: np.ndarray, *, device: torch.device,
                  precision: str, lr: float, batch_size: int, eval_batch_size: int, seed: int,
-                 temperature: float = 1.5, lr_loss_scale: float = 2.0):
+                 temperature: float = 1.5, lr_loss_scale: float = 2.0, compile: bool = False):
         self.device, self.precision = device, precision
         self.model = model.to(device, memory_format=torch.channels_last)
+        # torch.compile serves full-size batches; a last, smaller batch runs eagerly rather than
+        # triggering a recompile for each new size.
+        self.compiled = torch.compile(self.model) if compile else None
         self.n_classes = len(data.classes)
         self.train_set = Images(data.x_train, data.y_train, device)
         self.test_set = Images(data.x_test, data.y_test, device)
@@ -59,6 +62,9 @@ class Trainer:
         self.model.load_state_dict(self.initial_state)
         self.optimizer = self.new_optimizer()
 
+    def _forward(self, x: torch.Tensor, full_batch: bool) -> torch.Tensor:
+        return self.compiled(x) if self.compiled is not None and full_batch else self.model(x)
+
     def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
                     measure_ec: bool = True) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. Returns the sums over its steps, on the
@@ -73,7 +79,7 @@ class Trainer:
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
             with autocast(self.device, self.precision):
-                logits = self.model(x)
+                logits = self._forward(x, len(batch) == self.batch_size)
             loss = F.cross_entropy(logits.float(), y)
             loss_sum.add_(loss.detach() * len(batch))
             correct.add_((logits.detach().argmax(1) == y).sum())
@@ -104,7 +110,7 @@ class Trainer:
         correct = []
         for batch in torch.arange(len(test), device=self.device).split(self.eval_batch_size):
             with autocast(self.device, self.precision):
-                logits = self.model(test.plain(batch))
+                logits = self._forward(test.plain(batch), len(batch) == self.eval_batch_size)
             correct.append(logits.argmax(1) == test.y[batch])
         correct = torch.cat(correct).float()
         held, held_y = correct[self.held_out], test.y[self.held_out]
