@@ -11,7 +11,7 @@ from sel.figures import summary_figure
 from sel.files import json_text, staged_outputs
 from sel.params import EXPERIMENTS, load_params
 from sel.report import markdown, summary_table
-from sel.tracking import Tracker
+from sel.tracking import Tracker, run_tags
 
 OUT = Path("metrics")
 
@@ -31,7 +31,8 @@ def main():
         js.write_text(json_text({"data_variant": variant, "experiments": records}))
         md.write_text(markdown(table, variant, note))
         summary_figure(histories, table, png)
-    tracker.start("aggregate", {"data_variant": variant}, {"experiment": "aggregate"})
+    tracker.start("aggregate", {"data_variant": variant},
+                  run_tags("aggregate", {"variant": variant}, device=None, precision=None))
     tracker.log_metrics({f"{r['experiment']}.{k}": v for r in records for k, v in r.items()
                          if isinstance(v, (int, float)) and v is not None}, step=0)
     tracker.log_artifacts(OUT / "summary.json", OUT / "summary.md", OUT / "summary.png")

@@ -1,7 +1,10 @@
-"""Stage train@<experiment>: data (+ pools and gamma for SEL) -> models/<experiment>.pt,
+"""Stage train_<experiment>: data (+ pools and gamma for SEL) -> models/<experiment>.pt,
 metrics/<experiment>/history.csv and summary.json, and one MLflow run.
 
 Usage: python -m pipeline.train {baseline,lottery,sel95,warmup_sel}
+
+A checkpoint is saved after every epoch; run again after a kill, the stage goes on from the
+last finished epoch, into the same MLflow run.
 """
 
 import json
@@ -12,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from sel.checkpoint import Checkpoint
 from sel.cli import stage
 from sel.curriculum import Pools
 from sel.dataset import Cifar
@@ -25,6 +29,10 @@ from sel.tracking import Tracker, run_tags
 SEL_EXPERIMENTS = ("sel95", "warmup_sel")
 
 
+def metrics(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "epoch"}
+
+
 @stage
 def main(argv=sys.argv[1:]):
     if len(argv) != 1 or argv[0] not in EXPERIMENTS:
@@ -34,8 +42,9 @@ def main(argv=sys.argv[1:]):
     tracker = Tracker(params.mlflow.experiment)  # reach the store before any work
     data = Cifar.load("data/cifar10.npz")
     provenance = json.loads(Path("data/cifar10.json").read_text())
-    pools = gamma = None
+    inputs, pools, gamma = [Path("data/cifar10.npz")], None, None
     if name in SEL_EXPERIMENTS:
+        inputs += [Path("data/pools.npz"), Path("data/gamma.json")]
         pools = Pools.load("data/pools.npz")
         gamma = json.loads(Path("data/gamma.json").read_text())["gamma"]
         check_fits(params, pools.counts, name)
@@ -45,11 +54,30 @@ def main(argv=sys.argv[1:]):
     upstream = ["data"] + (["sort", "calibrate"] if name in SEL_EXPERIMENTS else [])
     logged = {k: v for k, v in flatten(params).items()
               if any(k == p or k.startswith(p + ".") for p in stage_keys(name) + upstream)}
-    tracker.start(f"{name}", {**logged, "gamma": gamma, "n_params": run.n_params},
-                  run_tags(name, provenance, str(trainer.device), trainer.precision))
+    logged.update(gamma=gamma, n_params=run.n_params)
+    checkpoint = Checkpoint(name, logged, inputs)
+    state = checkpoint.load(trainer.device)
+    tags = run_tags(name, provenance, str(trainer.device), trainer.precision)
+    if state is None:
+        tracker.start(name, logged, tags)
+    else:
+        run.load_state_dict(state["run"])
+        held = tracker.resume(state["mlflow_run_id"])
+        if held is None:
+            tracker.start(name, logged, tags)
+        for row in run.rows:  # epochs finished before the kill but not yet logged
+            if held is None or row["epoch"] not in held:
+                tracker.log_metrics(metrics(row), step=row["epoch"])
+        print(f"[{name}] resuming after epoch {run.done}/{len(run.schedule)} from {checkpoint.path}",
+              file=sys.stderr)
+
+    def after_epoch(run, row):
+        checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
+        if row:
+            tracker.log_metrics(metrics(row), step=row["epoch"])
+
     try:
-        run.run(on_epoch=lambda _, row: row and tracker.log_metrics(
-            {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+        run.run(on_epoch=after_epoch)
         summary = {**run.summary(), "gamma": gamma, "device": str(trainer.device),
                    "precision": trainer.precision, "data_variant": provenance["variant"],
                    "mlflow_run_id": tracker.run_id}
@@ -70,6 +98,7 @@ def main(argv=sys.argv[1:]):
         tracker.finish("FAILED")
         raise
     tracker.finish()
+    checkpoint.remove()
     print(f"{name}: test {summary['test_full']:.2%}, held-out {summary['test_100']:.2%}, "
           f"{summary['time_s']:.0f}s, proxy {summary['flops_proxy_T']:.3g} TFLOPs, "
           f"executed {summary['flops_executed_T']:.3g} TFLOPs")

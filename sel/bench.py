@@ -34,16 +34,23 @@ BATCH = 64
 
 
 class SyncCounter(TorchDispatchMode):
-    """Counts reads of a tensor's value back to the host (`.item()`, `.tolist()`, `if t:` ...)."""
+    """Counts reads of a tensor's value back to the host: `aten._local_scalar_dense` (`.item()`,
+    `float(t)`, `if t:`) and, on an accelerator, copies from it to the CPU (`.cpu()`, `.tolist()`).
+    A CPU tensor's `.tolist()` reads memory without dispatching and is not seen."""
 
     def __init__(self):
         super().__init__()
         self.count = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         if func is torch.ops.aten._local_scalar_dense.default:
             self.count += 1
-        return func(*args, **(kwargs or {}))
+        elif func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            source = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            if isinstance(out, torch.Tensor) and out.device.type == "cpu" and source.device.type != "cpu":
+                self.count += 1
+        return out
 
 
 def synthetic(n_train: int, n_test: int, seed: int = 0) -> Cifar:

@@ -133,6 +133,10 @@ class ExperimentRun:
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
         seconds = time.perf_counter() - started
+        if values[len(sums) - 1] >= 0:
+            raise SelError(f"{self.name}: the loss became NaN or infinite at epoch {self.done + 1} "
+                           f"({phase.name} {k + 1}/{phase.epochs}), step {int(values[len(sums) - 1]) + 1}; "
+                           f"lower train.lr or check the data")
         self.done += 1
         self.totals["wall_s"] += seconds
         images = len(phase.indices)
@@ -156,7 +160,7 @@ class ExperimentRun:
         steps = math.ceil(images / self.trainer.batch_size)
         loss_sum, correct, sparsity_sum = values[:3]
         e, c = values[3:3 + n], values[3 + n:3 + 2 * n]
-        test_full, test_100, per_class = values[3 + 2 * n], values[4 + 2 * n], values[5 + 2 * n:]
+        test_full, test_100, per_class = values[4 + 2 * n], values[5 + 2 * n], values[6 + 2 * n:]
         sparsity = sparsity_sum / steps
         t = self.totals
         t["flops_proxy"] += proxy_flops(self.n_params, sparsity, images)
@@ -189,6 +193,14 @@ class ExperimentRun:
         print(f"[{self.name}] epoch {self.done}/{len(self.schedule)} {phase.name} {k + 1}/{phase.epochs}: "
               f"{what} | {seconds:.1f}s, elapsed {_clock(self.totals['wall_s'])}, left ~{_clock(eta)}",
               file=self.out, flush=True)
+
+    def state_dict(self) -> dict:
+        """The run's progress and the trainer's state, for a checkpoint."""
+        return {"done": self.done, "rows": self.rows, "totals": self.totals, "trainer": self.trainer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.done, self.rows, self.totals = state["done"], state["rows"], state["totals"]
+        self.trainer.load_state_dict(state["trainer"])
 
     def summary(self) -> dict:
         """The run's final figures (the last recorded epoch) and totals."""

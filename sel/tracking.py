@@ -69,10 +69,10 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = uri or tracking_uri()
-        self.client = MlflowClient(self.uri)
         self.run_id: str | None = None
         try:
-            with _fail_fast(), _store_lock(self.uri):
+            with _fail_fast(), _store_lock(self.uri):  # the client creates or migrates the store
+                self.client = MlflowClient(self.uri)
                 self.experiment_id = self._experiment(experiment)
         except SelError:
             raise
@@ -93,6 +93,19 @@ class Tracker:
         if self.uri == f"sqlite:///{project_root() / DEFAULT_DB}":
             location = (project_root() / "mlartifacts").as_uri()
         return self.client.create_experiment(name, artifact_location=location)
+
+    def resume(self, run_id: str) -> set[int] | None:
+        """Reopen a run of an interrupted training; returns the epochs it already holds, or
+        None when the run is gone (deleted, or another store)."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return None
+        if run.info.lifecycle_stage == "deleted" or run.info.experiment_id != self.experiment_id:
+            return None
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        return {m.step for m in self.client.get_metric_history(run_id, "test_full")}
 
     def start(self, run_name: str, params: dict, tags: dict) -> str:
         from mlflow.entities import Param
@@ -119,7 +132,7 @@ class Tracker:
             self.client.set_terminated(self.run_id, status)
 
 
-def run_tags(name: str, provenance: dict, device: str, precision: str) -> dict:
+def run_tags(name: str, provenance: dict, device: str | None, precision: str | None) -> dict:
     """What ties a run to its origin: code, DVC experiment, data and hardware."""
     return {
         "experiment": name,

@@ -55,6 +55,20 @@ class Trainer:
     def set_lr(self, lr: torch.Tensor | float) -> None:
         self.optimizer.param_groups[0]["lr"].copy_(torch.as_tensor(lr))
 
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to go on exactly as an uninterrupted one."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "mask": None if self.mask is None else self.mask.flat,
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if state["mask"] is not None:
+            self.mask = Mask(self.grads, state["mask"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+
     def prune_and_rewind(self, fraction: float) -> None:
         """Lottery: mask the smallest `fraction` of all weights, rewind to the initial state
         (buffers too) and start a fresh Adam; weights are masked after each step from then on."""
@@ -68,19 +82,23 @@ class Trainer:
     def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
                     measure_ec: bool = True) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. Returns the sums over its steps, on the
-        device: [loss * images, correct, sparsity, E_c..., C_c...]."""
+        device: [loss * images, correct, sparsity, E_c..., C_c..., first non-finite step or -1]."""
         self.model.train()
         n = self.n_classes
-        totals = torch.zeros(3 + 2 * n, device=self.device)
-        loss_sum, correct, sparsity, e_sum, c_sum = totals[0], totals[1], totals[2], totals[3:3 + n], totals[3 + n:]
+        totals = torch.zeros(4 + 2 * n, device=self.device)
+        loss_sum, correct, sparsity = totals[0], totals[1], totals[2]
+        e_sum, c_sum, bad_step = totals[3:3 + n], totals[3 + n:3 + 2 * n], totals[-1]
+        bad_step.fill_(-1)
         if update != SEL:
             self.set_lr(self.base_lr)
-        for batch in epoch_order(indices, self.generator).split(self.batch_size):
+        for step, batch in enumerate(epoch_order(indices, self.generator).split(self.batch_size)):
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
             with autocast(self.device, self.precision):
                 logits = self._forward(x, len(batch) == self.batch_size)
             loss = F.cross_entropy(logits.float(), y)
+            # remember the first step whose loss is NaN or infinite, without reading it back
+            bad_step.copy_(torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step))
             loss_sum.add_(loss.detach() * len(batch))
             correct.add_((logits.detach().argmax(1) == y).sum())
             if measure_ec:

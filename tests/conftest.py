@@ -83,6 +83,18 @@ def project(tmp_path, tiny_source) -> Path:
     return repo
 
 
+def mlflow_runs(repo: Path):
+    """(client, {run name: [runs]}) of the project's default MLflow store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sel-benchmark")
+    by_name = {}
+    for r in client.search_runs([experiment.experiment_id]):
+        by_name.setdefault(r.info.run_name, []).append(r)
+    return client, by_name
+
+
 def git_commit(repo: Path, message: str) -> None:
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)

@@ -485,9 +485,10 @@ def test_sel_sparsity_sums_and_a_gamma_that_zeroes_everything():
     everything = torch.arange(len(trainer.train_set))
     totals = trainer.train_epoch(everything, "sel", gamma=1e-5)
     assert 0 <= totals[2].item() <= 3
-    assert totals.shape == (3 + 2 * 10,)
+    assert totals.shape == (4 + 2 * 10,)
+    assert totals[-1].item() == -1  # no step had a non-finite loss
     # E and C per class summed over the 3 batches: E >= 0, C in [0, 1] per batch
-    e, c = totals[3:13], totals[13:]
+    e, c = totals[3:13], totals[13:23]
     assert (e >= 0).all() and (c >= 0).all() and (c <= 3).all() and (e > 0).any()
     # a gamma above every gradient zeroes them all: sparsity 1 per step, and on a fresh Adam
     # (no moments yet) the weights do not move
@@ -499,7 +500,7 @@ def test_sel_sparsity_sums_and_a_gamma_that_zeroes_everything():
         assert torch.equal(p.detach(), b)
     # dense: sparsity is not counted
     totals = trainer.train_epoch(everything, "dense", measure_ec=False)
-    assert totals[2].item() == 0 and (totals[3:] == 0).all()
+    assert totals[2].item() == 0 and (totals[3:23] == 0).all()
     assert any(not torch.equal(p.detach(), b) for p, b in zip(trainer.grads.params, before))
 
 

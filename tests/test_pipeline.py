@@ -5,10 +5,9 @@ import json
 import re
 
 import pandas as pd
-from mlflow import MlflowClient
 
 from builders import CLASSES
-from conftest import git_commit, run
+from conftest import git_commit, mlflow_runs, run
 
 EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6}
 PER_EPOCH = (["stage", "train_acc", "train_loss", "test_full", "test_100", "sparsity", "time_s",
@@ -20,22 +19,12 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([\w@]+)'", output))
 
 
-def runs_by_name(repo):
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("sel-benchmark")
-    runs = client.search_runs([experiment.experiment_id])
-    by_name = {}
-    for r in runs:
-        by_name.setdefault(r.info.run_name, []).append(r)
-    return client, by_name
-
-
 def test_repro_tracks_every_run_and_exp_run_reruns_only_sel(project):
     first = run(["dvc", "repro"], project)
     assert ran_stages(first.stdout) == {"download", "sort", "calibrate", "train_baseline", "train_lottery",
                                         "train_sel95", "train_warmup_sel", "aggregate"}
 
-    client, runs = runs_by_name(project)
+    client, runs = mlflow_runs(project)
     assert set(runs) == set(EPOCHS) | {"aggregate"}
     for name, epochs in EPOCHS.items():
         (r,) = runs[name]
@@ -65,7 +54,7 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_sel(project):
     git_commit(project, "tiny run")
     exp = run(["dvc", "exp", "run", "-n", "tweak", "-S", "sel.gamma_decay=0.5"], project)
     assert ran_stages(exp.stdout) == {"train_sel95", "train_warmup_sel", "aggregate"}, exp.stdout
-    client, runs = runs_by_name(project)
+    client, runs = mlflow_runs(project)
     assert len(runs["baseline"]) == len(runs["lottery"]) == 1
     for name in ("sel95", "warmup_sel"):
         tagged = [r for r in runs[name] if r.data.tags.get("dvc.exp_name") == "tweak"]

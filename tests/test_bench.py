@@ -1,0 +1,57 @@
+"""The speed rules that are properties, not timings: our loop never reads a value back to the
+host inside a training epoch, and `python -m sel.bench` measures both loops and reports them.
+(Evaluation runs under inference_mode, where dispatch modes see nothing, so it is not counted.)"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from builders import make_arrays
+from sel.bench import SyncCounter, protocol_work
+from sel.dataset import Cifar
+from sel.model import fresh_model
+from sel.params import Params
+from sel.protocols import CPU_SMALL, with_overrides
+from sel.training import Trainer
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_training_epoch_never_syncs_with_the_host(precision):
+    data = Cifar(*make_arrays(10, 4))
+    trainer = Trainer(fresh_model(0, 4, False, 10), data, np.arange(20), device=torch.device("cpu"),
+                      precision=precision, lr=1e-3, batch_size=16, eval_batch_size=16, seed=0)
+    everything = torch.arange(len(data.y_train))
+    for update in ("dense", "sel", "masked"):
+        if update == "masked":
+            trainer.prune_and_rewind(0.8)
+        with SyncCounter() as counter:
+            trainer.train_epoch(everything, update, gamma=1e-4)
+        assert counter.count == 0, update
+    with SyncCounter() as counter:  # the counter does see a read
+        trainer.grads.flat.sum().item()
+    assert counter.count == 1
+
+
+def test_cpu_small_work_is_as_the_issue_counts_it():
+    work = protocol_work(with_overrides({}, CPU_SMALL), 1000, 300)
+    assert work["dense"] + work["sel"] == 1_008_000  # ~1.0M training images
+    original_evals = work["eval_epochs"] * (work["test_images"] + work["held_out_images"])
+    assert original_evals == 660_000  # ~0.66M evaluation forwards in the original
+    assert with_overrides({}, CPU_SMALL).model.width == 16 and Params().model.width == 64
+
+
+def test_bench_reports_both_loops():
+    out = subprocess.run([sys.executable, "-m", "sel.bench", "--widths", "4", "--steps", "3", "--warmup", "1"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    report = json.loads(out.stdout)
+    assert {c["step"] for c in report["cases"]} == {"dense", "sel"}
+    for case in report["cases"]:
+        assert case["ours_syncs_per_step"] == 0
+        assert case["original_syncs_per_step"] >= 2  # loss.item() and the accuracy, at least
+        assert case["ours_img_s"] > 0 and case["original_img_s"] > 0
+        assert case["speedup"] == pytest.approx(case["ours_img_s"] / case["original_img_s"], rel=0.02)
+    assert report["matmul_peak_gflops"]["fp32"] > 0 and report["eval"][0]["ours_img_s"] > 0

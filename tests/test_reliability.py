@@ -1,0 +1,164 @@
+"""Reliability on tiny data: a training killed with SIGKILL resumes into the same MLflow run and
+ends as an uninterrupted one; a NaN loss, Ctrl-C and an unreachable tracking server are
+reported and recorded; two queued experiments run in parallel on the SQLite store."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from builders import make_arrays, write_class_folder_tar
+from conftest import env_for_stages, git_commit, mlflow_runs, run, set_params
+
+# enough images that an epoch takes a moment, so the kill lands mid-epoch
+LONGER = {"experiments": {"lottery": {"pretrain_epochs": 2, "epochs": 4}},
+          "sel": {"epochs_per_stage": 1}}
+
+
+@pytest.fixture
+def longer_source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("longer") / "longer.tar.gz"
+    return write_class_folder_tar(path, make_arrays(40, 6))
+
+
+def named_runs(repo, name):
+    client, by_name = mlflow_runs(repo)
+    return client, by_name.get(name, [])
+
+
+def checkpoint_done(repo) -> int:
+    """Epochs finished according to the checkpoint on disk (0 while there is none)."""
+    files = list((repo / "checkpoints").glob("*.pt"))
+    if not files:
+        return 0
+    try:
+        return torch.load(files[0], weights_only=True)["run"]["done"]
+    except Exception:  # being replaced right now
+        return 0
+
+
+def start(cmd, repo):
+    return subprocess.Popen(cmd, cwd=repo, env=env_for_stages(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(condition, timeout=240, what="condition", poll=0.05):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+@pytest.mark.parametrize("experiment, kill_after", [("lottery", 3), ("sel95", 2)])
+def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_source, experiment, kill_after):
+    set_params(project, {"data": {"source": str(longer_source)}, **LONGER})
+    git_commit(project, "longer")
+    stage = f"train_{experiment}"
+    run(["dvc", "repro", "download", "sort", "calibrate"], project)
+
+    proc = start(["dvc", "repro", stage], project)
+    wait_for(lambda: checkpoint_done(project) >= kill_after or proc.poll() is not None, what="checkpoint")
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage, no chance to clean up
+    proc.wait()
+
+    client, (killed,) = named_runs(project, experiment)
+    assert killed.info.status == "RUNNING"  # never told it was stopped
+    assert not (project / "metrics" / experiment / "history.csv").exists()
+
+    resumed = run(["dvc", "repro", stage], project)
+    assert "resuming after epoch" in resumed.stderr + resumed.stdout
+    client, (final,) = named_runs(project, experiment)
+    assert final.info.run_id == killed.info.run_id and final.info.status == "FINISHED"
+    history = pd.read_csv(project / "metrics" / experiment / "history.csv")
+    epochs = list(range(1, len(history) + 1))
+    assert list(history["epoch"]) == epochs
+    for key in ("test_full", "train_loss", "sparsity", "E_cat"):
+        assert sorted(m.step for m in client.get_metric_history(final.info.run_id, key)) == epochs, key
+    assert not list((project / "checkpoints").glob("*.pt"))  # a finished stage leaves none
+
+    # the same configuration, never interrupted, in a second copy of the project
+    reference = tmp_path / "reference"
+    run(["git", "clone", "-q", str(project), str(reference)], tmp_path)
+    run(["dvc", "repro", stage], reference)
+    expected = pd.read_csv(reference / "metrics" / experiment / "history.csv")
+    pd.testing.assert_frame_equal(history.drop(columns="time_s"), expected.drop(columns="time_s"))
+
+
+def test_nan_loss_stops_the_run_naming_experiment_epoch_and_step(project):
+    set_params(project, {"train": {"lr": 1e30}})
+    out = run(["dvc", "repro", "train_baseline"], project, check=False)
+    assert out.returncode != 0
+    line = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "baseline: the loss became NaN or infinite at epoch 1" in line[0], out.stderr
+    assert ", step " in line[0] and "train.lr" in line[0]
+    _, (failed,) = named_runs(project, "baseline")
+    assert failed.info.status == "FAILED"
+    assert not (project / "metrics" / "baseline" / "history.csv").exists()
+
+
+def test_ctrl_c_marks_the_run_killed_and_keeps_the_checkpoint(project, longer_source):
+    set_params(project, {"data": {"source": str(longer_source)}, **LONGER})
+    run(["dvc", "repro", "download"], project)
+    proc = start([sys.executable, "-m", "pipeline.train", "lottery"], project)
+    wait_for(lambda: checkpoint_done(project) >= 1 or proc.poll() is not None, what="checkpoint")
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert output.strip().splitlines()[-1].startswith("interrupted")
+    _, (killed,) = named_runs(project, "lottery")
+    assert killed.info.status == "KILLED"
+    assert checkpoint_done(project) >= 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when this returns: nothing listens there
+
+
+def test_unreachable_tracking_server_fails_before_any_work(project):
+    uri = f"http://127.0.0.1:{free_port()}"
+    env = {**env_for_stages(), "MLFLOW_TRACKING_URI": uri}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "pipeline.train", "sel95"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]  # one line, no traceback
+    assert f"cannot reach the MLflow tracking store {uri}" in out.stderr
+    assert "unset MLFLOW_TRACKING_URI" in out.stderr
+    assert time.monotonic() - started < 60
+    assert not (project / "data").exists() and not (project / "metrics").exists()
+
+
+def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
+    for decay in ("0.1", "0.2"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"sel.gamma_decay={decay}"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+
+    def finished():
+        status = run(["dvc", "queue", "status"], project).stdout
+        return "Queued" not in status and "Running" not in status and status.count("Success") == 2
+
+    try:
+        wait_for(finished, timeout=600, what="the queue", poll=5)
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], project, check=False)
+    status = run(["dvc", "queue", "status"], project).stdout
+    assert "Failed" not in status, status
+    client, by_name = mlflow_runs(project)
+    runs = [r for group in by_name.values() for r in group]
+    assert {k: len(v) for k, v in by_name.items()} == {
+        "baseline": 2, "lottery": 2, "sel95": 2, "warmup_sel": 2, "aggregate": 2}
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        if r.info.run_name == "sel95":
+            assert len(client.get_metric_history(r.info.run_id, "test_full")) == 5
+    decays = sorted(r.data.params["sel.gamma_decay"] for r in by_name["sel95"])
+    assert decays == ["0.1", "0.2"]
