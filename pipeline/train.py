@@ -33,6 +33,36 @@ def metrics(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "epoch"}
 
 
+def open_run(tracker: Tracker, run: ExperimentRun, state: dict | None, name: str, params: dict,
+             tags: dict) -> None:
+    """Start this training's MLflow run, or, with a checkpoint, go on with the run it names:
+    restore the training state and log the epochs that finished before the kill but not yet
+    reached the store, so that every epoch is there exactly once."""
+    held = None
+    if state is not None:
+        run.load_state_dict(state["run"])
+        held = tracker.resume(state["mlflow_run_id"])
+    if held is None:
+        tracker.start(name, params, tags)
+    for row in run.rows:
+        if held is None or row["epoch"] not in held:
+            tracker.log_metrics(metrics(row), step=row["epoch"])
+
+
+def write_outputs(name: str, run: ExperimentRun, summary: dict, title: str, tracker: Tracker) -> None:
+    """The declared outs, all or none, then the run's artifacts."""
+    history = pd.DataFrame(run.rows)
+    out = Path("metrics") / name
+    with staged_outputs(f"models/{name}.pt", out / "history.csv", out / "summary.json") as (pt, hist, summ):
+        torch.save(run.trainer.model.state_dict(), pt)
+        history.to_csv(hist, index=False)
+        summ.write_text(json_text(summary))
+    with tempfile.TemporaryDirectory() as tmp:
+        figure = Path(tmp) / f"{name}.png"
+        run_figure(history, title, figure)
+        tracker.log_artifacts(out / "history.csv", out / "summary.json", figure)
+
+
 @stage
 def main(argv=sys.argv[1:]):
     if len(argv) != 1 or argv[0] not in EXPERIMENTS:
@@ -56,18 +86,9 @@ def main(argv=sys.argv[1:]):
               if any(k == p or k.startswith(p + ".") for p in stage_keys(name) + upstream)}
     logged.update(gamma=gamma, n_params=run.n_params)
     checkpoint = Checkpoint(name, logged, inputs)
-    state = checkpoint.load(trainer.device)
-    tags = run_tags(name, provenance, str(trainer.device), trainer.precision)
-    if state is None:
-        tracker.start(name, logged, tags)
-    else:
-        run.load_state_dict(state["run"])
-        held = tracker.resume(state["mlflow_run_id"])
-        if held is None:
-            tracker.start(name, logged, tags)
-        for row in run.rows:  # epochs finished before the kill but not yet logged
-            if held is None or row["epoch"] not in held:
-                tracker.log_metrics(metrics(row), step=row["epoch"])
+    open_run(tracker, run, checkpoint.load(trainer.device), name, logged,
+             run_tags(name, provenance, str(trainer.device), trainer.precision))
+    if run.done:
         print(f"[{name}] resuming after epoch {run.done}/{len(run.schedule)} from {checkpoint.path}",
               file=sys.stderr)
 
@@ -81,16 +102,7 @@ def main(argv=sys.argv[1:]):
         summary = {**run.summary(), "gamma": gamma, "device": str(trainer.device),
                    "precision": trainer.precision, "data_variant": provenance["variant"],
                    "mlflow_run_id": tracker.run_id}
-        history = pd.DataFrame(run.rows)
-        out = Path("metrics") / name
-        with staged_outputs(f"models/{name}.pt", out / "history.csv", out / "summary.json") as (pt, hist, summ):
-            torch.save(trainer.model.state_dict(), pt)
-            history.to_csv(hist, index=False)
-            summ.write_text(json_text(summary))
-        with tempfile.TemporaryDirectory() as tmp:
-            figure = Path(tmp) / f"{name}.png"
-            run_figure(history, f"{LABELS[name]} ({provenance['variant']})", figure)
-            tracker.log_artifacts(out / "history.csv", out / "summary.json", figure)
+        write_outputs(name, run, summary, f"{LABELS[name]} ({provenance['variant']})", tracker)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
