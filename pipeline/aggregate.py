@@ -24,8 +24,9 @@ def main():
     histories = {n: pd.read_csv(OUT / n / "history.csv") for n in EXPERIMENTS}
     table = summary_table(summaries)
     variant = summaries["baseline"]["data_variant"]
-    note = (f"Data: {variant}; model width {params.model.width}, pretrained {params.model.pretrained}; "
-            f"device {summaries['baseline']['device']}, precision {summaries['baseline']['precision']}.")
+    base = summaries["baseline"]
+    note = (f"Data: {variant}; model width {base['model_width']}, pretrained {base['pretrained']}; "
+            f"device {base['device']}, precision {base['precision']}.")
     records = table.to_dict(orient="records")
     with staged_outputs(OUT / "summary.json", OUT / "summary.md", OUT / "summary.png") as (js, md, png):
         js.write_text(json_text({"data_variant": variant, "experiments": records}))
@@ -33,9 +34,13 @@ def main():
         summary_figure(histories, table, png)
     tracker.start("aggregate", {"data_variant": variant},
                   run_tags("aggregate", {"variant": variant}, device=None, precision=None))
-    tracker.log_metrics({f"{r['experiment']}.{k}": v for r in records for k, v in r.items()
-                         if isinstance(v, (int, float)) and v is not None}, step=0)
-    tracker.log_artifacts(OUT / "summary.json", OUT / "summary.md", OUT / "summary.png")
+    try:
+        tracker.log_metrics({f"{r['experiment']}.{k}": v for r in records for k, v in r.items()
+                             if isinstance(v, (int, float)) and v is not None}, step=0)
+        tracker.log_artifacts(OUT / "summary.json", OUT / "summary.md", OUT / "summary.png")
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
     tracker.finish()
     print((OUT / "summary.md").read_text())
 

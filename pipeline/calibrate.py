@@ -3,7 +3,7 @@
 from sel.calibration import calibrate_gamma
 from sel.cli import stage
 from sel.dataset import Cifar
-from sel.experiments import make_trainer
+from sel.experiments import scoring_trainer
 from sel.files import write_json
 from sel.params import load_params
 
@@ -12,7 +12,7 @@ from sel.params import load_params
 def main():
     params = load_params()
     data = Cifar.load("data/cifar10.npz")
-    trainer = make_trainer(params, data, precision="fp32")  # gamma is compared down to 1e-6: fp32
+    trainer = scoring_trainer(params, data)
     c = params.calibrate
     result = calibrate_gamma(trainer, c.batch_size, c.percentile, c.mode)
     write_json("data/gamma.json", result)

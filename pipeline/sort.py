@@ -4,7 +4,7 @@ import numpy as np
 
 from sel.cli import stage
 from sel.dataset import Cifar
-from sel.experiments import ExperimentRun, Phase, make_trainer
+from sel.experiments import ExperimentRun, Phase, scoring_trainer
 from sel.files import staged_outputs
 from sel.params import load_params
 from sel.sorting import difficulty_order, score
@@ -14,9 +14,10 @@ from sel.sorting import difficulty_order, score
 def main():
     params = load_params()
     data = Cifar.load("data/cifar10.npz")
-    trainer = make_trainer(params, data, precision="fp32")  # gamma-scale quantities: always fp32
+    trainer = scoring_trainer(params, data)
     if params.sort.scorer_epochs:
-        scorer = Phase("scorer", params.sort.scorer_epochs, np.arange(len(data.y_train)), 0, recorded=False)
+        scorer = Phase("scorer", params.sort.scorer_epochs, np.arange(len(data.y_train)), 0,
+                       recorded=False, measure_ec=False)
         ExperimentRun("sort", trainer, [scorer], data.classes).run()
     losses = score(trainer)
     order, counts = difficulty_order(losses, data.y_train, len(data.classes))

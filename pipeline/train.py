@@ -20,14 +20,11 @@ from sel.cli import stage
 from sel.curriculum import Pools
 from sel.dataset import Cifar
 from sel.errors import SelError
-from sel.experiments import ExperimentRun, check_fits, make_trainer, plan
+from sel.experiments import ExperimentRun, check_plan, make_trainer, plan
 from sel.figures import LABELS, run_figure
 from sel.files import json_text, staged_outputs
-from sel.params import EXPERIMENTS, flatten, load_params, stage_keys
+from sel.params import EXPERIMENTS, SEL_EXPERIMENTS, flatten, load_params, stage_keys
 from sel.tracking import Tracker, run_tags
-
-SEL_EXPERIMENTS = ("sel95", "warmup_sel")
-
 
 def metrics(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "epoch"}
@@ -41,7 +38,7 @@ def open_run(tracker: Tracker, run: ExperimentRun, state: dict | None, name: str
     held = None
     if state is not None:
         run.load_state_dict(state["run"])
-        held = tracker.resume(state["mlflow_run_id"])
+        held = tracker.resume(state["mlflow_run_id"], tags)
     if held is None:
         tracker.start(name, params, tags)
     for row in run.rows:
@@ -72,35 +69,44 @@ def main(argv=sys.argv[1:]):
     tracker = Tracker(params.mlflow.experiment)  # reach the store before any work
     data = Cifar.load("data/cifar10.npz")
     provenance = json.loads(Path("data/cifar10.json").read_text())
-    inputs, pools, gamma = [Path("data/cifar10.npz")], None, None
+    inputs, pools, gamma = [Path("data/cifar10.npz"), Path("data/cifar10.json")], None, None
     if name in SEL_EXPERIMENTS:
         inputs += [Path("data/pools.npz"), Path("data/gamma.json")]
         pools = Pools.load("data/pools.npz")
         gamma = json.loads(Path("data/gamma.json").read_text())["gamma"]
-        check_fits(params, pools.counts, name)
-    trainer = make_trainer(params, data)
-    run = ExperimentRun(name, trainer, plan(name, params, len(data.y_train), pools, gamma), data.classes,
+    phases = plan(name, params, len(data.y_train), pools, gamma)
+    check_plan(name, params, phases, pools)
+    trainer = make_trainer(params, data, name)
+    run = ExperimentRun(name, trainer, phases, data.classes,
                         prune_fraction=params.experiments.lottery.prune_fraction)
-    upstream = ["data"] + (["sort", "calibrate"] if name in SEL_EXPERIMENTS else [])
-    logged = {k: v for k, v in flatten(params).items()
-              if any(k == p or k.startswith(p + ".") for p in stage_keys(name) + upstream)}
-    logged.update(gamma=gamma, n_params=run.n_params)
-    checkpoint = Checkpoint(name, logged, inputs)
-    open_run(tracker, run, checkpoint.load(trainer.device), name, logged,
-             run_tags(name, provenance, str(trainer.device), trainer.precision))
-    if run.done:
-        print(f"[{name}] resuming after epoch {run.done}/{len(run.schedule)} from {checkpoint.path}",
-              file=sys.stderr)
+    read = stage_keys(name) + ["data"] + (["sort", "calibrate"] if name in SEL_EXPERIMENTS else [])
+    logged = {k: v for k, v in flatten(params).items() if any(k == p or k.startswith(p + ".") for p in read)}
+    logged["n_params"] = run.n_params
+    if gamma is not None:
+        logged["gamma"] = gamma
+    resolved = {"device": str(trainer.device), "precision": trainer.precision, "torch": torch.__version__}
+    checkpoint = Checkpoint(name, {**logged, **resolved}, inputs)
+    tags = run_tags(name, provenance, str(trainer.device), trainer.precision)
+
+    def save_checkpoint():
+        checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
 
     def after_epoch(run, row):
-        checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
+        save_checkpoint()
         if row:
             tracker.log_metrics(metrics(row), step=row["epoch"])
 
     try:
+        state = checkpoint.load(trainer.device)
+        open_run(tracker, run, state, name, logged, tags)
+        save_checkpoint()  # from here on a kill, even in the first epoch, resumes into this run
+        if state is not None:
+            print(f"[{name}] resuming after epoch {run.done}/{len(run.schedule)} from {checkpoint.path}",
+                  file=sys.stderr)
         run.run(on_epoch=after_epoch)
         summary = {**run.summary(), "gamma": gamma, "device": str(trainer.device),
                    "precision": trainer.precision, "data_variant": provenance["variant"],
+                   "model_width": params.model.width, "pretrained": params.model.pretrained,
                    "mlflow_run_id": tracker.run_id}
         write_outputs(name, run, summary, f"{LABELS[name]} ({provenance['variant']})", tracker)
     except KeyboardInterrupt:

@@ -45,6 +45,13 @@ def resolve_compile(spec: str | bool, device: torch.device) -> bool:
     return spec is True
 
 
+def exact_fp32(device: torch.device) -> None:
+    """fp32 means fp32: CUDA would otherwise run convolutions in TF32 (10-bit mantissa)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast for forward passes, or nothing for fp32."""
     if precision == "bf16":

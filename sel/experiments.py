@@ -21,8 +21,8 @@ from .device import resolve_compile, resolve_device, resolve_precision
 from .errors import SelError
 from .flops import flops_per_image, proxy_flops
 from .model import fresh_model, n_params
-from .params import Params
-from .training import DENSE, MASKED, SEL, Trainer
+from .params import SEL_EXPERIMENTS, Params
+from .training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
 
 
 @dataclass
@@ -39,27 +39,46 @@ class Phase:
     measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
 
 
-def make_trainer(params: Params, data: Cifar, precision: str | None = None) -> Trainer:
+def make_trainer(params: Params, data: Cifar, experiment: str) -> Trainer:
     """The freshly built model (seeded: the same initial weights in every stage) and its data
-    on the device named by `train.device`; `precision` overrides `train.precision`."""
+    on the device named by `train.device`, for `experiment`. The SEL runs measure E/C at the
+    method's temperature, the dense runs at `train.ec_temperature` (they read nothing of `sel`)."""
     device = resolve_device(params.train.device)
-    precision = precision or resolve_precision(params.train.precision, device)
+    precision = resolve_precision(params.train.precision, device)
     model = fresh_model(params.seed, params.model.width, params.model.pretrained, len(data.classes))
     held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
+    sel = experiment in SEL_EXPERIMENTS
     return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
                    batch_size=params.train.batch_size, eval_batch_size=params.train.eval_batch_size,
-                   seed=params.seed, temperature=params.sel.temperature,
-                   lr_loss_scale=params.sel.lr_loss_scale,
-                   compile=resolve_compile(params.train.compile, device))
+                   seed=params.seed, use_compile=resolve_compile(params.train.compile, device),
+                   temperature=params.sel.temperature if sel else params.train.ec_temperature,
+                   lr_loss_scale=params.sel.lr_loss_scale if sel else 0.0)
 
 
-def check_fits(params: Params, pools_counts: np.ndarray | None, experiment: str) -> None:
-    """Sample sizes that the data must hold, checked before training."""
-    if experiment == "warmup_sel" and pools_counts is not None:
+def scoring_trainer(params: Params, data: Cifar) -> Trainer:
+    """The freshly built model on `train.device` in exact fp32, for sort and calibrate: gamma is
+    compared with gradients down to 1e-6. Reads `seed`, `model` and `train.device`, and
+    `train.lr` and `train.batch_size` for a scorer trained first (`sort.scorer_epochs`)."""
+    device = resolve_device(params.train.device)
+    model = fresh_model(params.seed, params.model.width, params.model.pretrained, len(data.classes))
+    return Trainer(model, data, np.arange(0), device=device, precision="fp32", lr=params.train.lr,
+                   batch_size=params.train.batch_size, eval_batch_size=256, seed=params.seed)
+
+
+def check_plan(name: str, params: Params, phases: list[Phase], pools: Pools | None) -> None:
+    """What the data and params must allow, checked before any training."""
+    if name == "warmup_sel":
         k = params.experiments.warmup_sel.warmup_per_class
-        if k > pools_counts.min():
+        if k > pools.counts.min():
             raise SelError(f"params: experiments.warmup_sel.warmup_per_class = {k} is larger than "
-                           f"the data ({pools_counts.min()} training images in the smallest class)")
+                           f"the data ({pools.counts.min()} training images in the smallest class)")
+    for phase in phases:
+        if phase.epochs and len(phase.indices) == 0:
+            raise SelError(f"{name}: {phase.name} has no training images (too few images per class "
+                           f"for its window; raise data.train_per_class or widen sel.stages)")
+    if not any(phase.epochs and phase.recorded for phase in phases):
+        raise SelError(f"{name}: no epoch to record; give it epochs "
+                       f"(experiments.{name}.*, or sel.epochs_per_stage)")
 
 
 def sel_phases(params: Params, pools: Pools, gamma: float) -> list[Phase]:
@@ -76,7 +95,7 @@ def plan(name: str, params: Params, n_train: int, pools: Pools | None = None,
     if name == "baseline":
         return [Phase("dense", ex.baseline.epochs, everything, 0)]
     if name == "lottery":
-        return [Phase("pretrain", ex.lottery.pretrain_epochs, everything, 0, recorded=False),
+        return [Phase("pretrain", ex.lottery.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
                 Phase("retrain", ex.lottery.epochs, everything, 0, MASKED)]
     if name == "sel95":
         return sel_phases(params, pools, gamma)
@@ -128,14 +147,14 @@ class ExperimentRun:
         if phase.update == MASKED and trainer.mask is None:
             trainer.prune_and_rewind(self.prune_fraction)
             started = time.perf_counter()  # the original starts its clock after the rewind
-        idx = self._device_indices(phase)
-        sums = trainer.train_epoch(idx, phase.update, phase.gamma, phase.measure_ec)
+        sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec)
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
         seconds = time.perf_counter() - started
-        if values[len(sums) - 1] >= 0:
+        train = unpack_sums(values[:len(sums)], len(self.classes))
+        if train["bad_step"] >= 0:
             raise SelError(f"{self.name}: the loss became NaN or infinite at epoch {self.done + 1} "
-                           f"({phase.name} {k + 1}/{phase.epochs}), step {int(values[len(sums) - 1]) + 1}; "
+                           f"({phase.name} {k + 1}/{phase.epochs}), step {train['bad_step'] + 1}; "
                            f"lower train.lr or check the data")
         self.done += 1
         self.totals["wall_s"] += seconds
@@ -145,36 +164,32 @@ class ExperimentRun:
             self.totals["pretrain_flops_executed"] += self.train_flops * images
             self._report(phase, k, None, seconds)
             return None
-        row = self._row(phase, values, images, seconds)
+        row = self._row(phase, train, unpack_evaluation(values[len(sums):]), images, seconds)
         self.rows.append(row)
         self._report(phase, k, row, seconds)
         return row
 
     def _device_indices(self, phase: Phase) -> torch.Tensor:
-        if phase.name not in self._indices:
-            self._indices[phase.name] = torch.as_tensor(phase.indices, device=self.trainer.device)
-        return self._indices[phase.name]
+        if id(phase) not in self._indices:
+            self._indices[id(phase)] = torch.as_tensor(phase.indices, device=self.trainer.device)
+        return self._indices[id(phase)]
 
-    def _row(self, phase: Phase, values: list[float], images: int, seconds: float) -> dict:
-        n = len(self.classes)
+    def _row(self, phase: Phase, train: dict, ev: dict, images: int, seconds: float) -> dict:
         steps = math.ceil(images / self.trainer.batch_size)
-        loss_sum, correct, sparsity_sum = values[:3]
-        e, c = values[3:3 + n], values[3 + n:3 + 2 * n]
-        test_full, test_100, per_class = values[4 + 2 * n], values[5 + 2 * n], values[6 + 2 * n:]
-        sparsity = sparsity_sum / steps
+        sparsity = train["sparsity"] / steps
         t = self.totals
         t["flops_proxy"] += proxy_flops(self.n_params, sparsity, images)
         t["flops_executed"] += self.train_flops * images
         t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
         t["time_s"] += seconds
         row = {"epoch": len(self.rows) + 1, "stage": phase.stage,
-               "train_acc": correct / images, "train_loss": loss_sum / images,
-               "test_full": test_full, "test_100": test_100,
+               "train_acc": train["correct"] / images, "train_loss": train["loss"] / images,
+               "test_full": ev["test_full"], "test_100": ev["test_100"],
                "flops_proxy_T": t["flops_proxy"] / 1e12, "flops_executed_T": t["flops_executed"] / 1e12,
                "flops_eval_T": t["flops_eval"] / 1e12, "time_s": t["time_s"], "sparsity": sparsity}
-        row.update({f"acc_{name}": a for name, a in zip(self.classes, per_class)})
-        row.update({f"E_{name}": v / steps for name, v in zip(self.classes, e)})
-        row.update({f"C_{name}": v / steps for name, v in zip(self.classes, c)})
+        row.update({f"acc_{name}": a for name, a in zip(self.classes, ev["per_class"])})
+        row.update({f"E_{name}": v / steps for name, v in zip(self.classes, train["E"])})
+        row.update({f"C_{name}": v / steps for name, v in zip(self.classes, train["C"])})
         return row
 
     def _report(self, phase: Phase, k: int, row: dict | None, seconds: float) -> None:

@@ -20,12 +20,15 @@ def anchored(path: str | Path) -> Path:
 
 @contextmanager
 def staged_outputs(*paths: Path):
-    """Yield temporary paths beside `paths`; move all of them into place only if the block
-    succeeds. On any failure every temporary file is removed and no output appears."""
+    """Yield temporary paths beside `paths`; move all of them into place only once the block
+    has written every one. On a failure the temporary files are removed and no output appears;
+    a process killed outright leaves at most temporary files, which the next write clears."""
     paths = [Path(p) for p in paths]
     temps = [p.with_name(f".{p.name}.partial-{os.getpid()}") for p in paths]
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
+        for stale in p.parent.glob(f".{p.name}.partial-*"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
     try:
         yield temps
         for tmp, final in zip(temps, paths):

@@ -94,9 +94,11 @@ class Tracker:
             location = (project_root() / "mlartifacts").as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
-    def resume(self, run_id: str) -> set[int] | None:
-        """Reopen a run of an interrupted training; returns the epochs it already holds, or
-        None when the run is gone (deleted, or another store)."""
+    def resume(self, run_id: str, tags: dict) -> set[int] | None:
+        """Reopen a run of an interrupted training, with the tags of this attempt (its DVC
+        experiment, say); returns the epochs it already holds, or None when the run is gone."""
+        from mlflow.entities import RunTag
+
         try:
             run = self.client.get_run(run_id)
         except Exception:
@@ -105,6 +107,7 @@ class Tracker:
             return None
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
         return {m.step for m in self.client.get_metric_history(run_id, "test_full")}
 
     def start(self, run_name: str, params: dict, tags: dict) -> str:

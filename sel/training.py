@@ -16,7 +16,7 @@ from torch import nn
 from .augment import Images
 from .curriculum import epoch_order
 from .dataset import Cifar
-from .device import autocast
+from .device import autocast, exact_fp32
 from .embarrassment import class_counts, class_embarrassment
 from .prune import Mask, global_magnitude_mask
 from .sparsity import FlatGrads
@@ -24,17 +24,31 @@ from .sparsity import FlatGrads
 DENSE, SEL, MASKED = "dense", "sel", "masked"
 
 
+def unpack_sums(values: list[float], n_classes: int) -> dict:
+    """`train_epoch`'s sums, read back, by name (the one place that knows their layout)."""
+    n = n_classes
+    return {"loss": values[0], "correct": values[1], "sparsity": values[2], "E": values[3:3 + n],
+            "C": values[3 + n:3 + 2 * n], "bad_step": int(values[3 + 2 * n])}
+
+
+def unpack_evaluation(values: list[float]) -> dict:
+    """`evaluate`'s figures, read back, by name."""
+    return {"test_full": values[0], "test_100": values[1], "per_class": values[2:]}
+
+
 class Trainer:
     """A model with its optimizer, gradient buffer and device-resident data."""
 
     def __init__(self, model: nn.Module, data: Cifar, held_out: np.ndarray, *, device: torch.device,
                  precision: str, lr: float, batch_size: int, eval_batch_size: int, seed: int,
-                 temperature: float = 1.5, lr_loss_scale: float = 2.0, compile: bool = False):
+                 temperature: float = 1.5, lr_loss_scale: float = 2.0, use_compile: bool = False):
+        if precision == "fp32":
+            exact_fp32(device)
         self.device, self.precision = device, precision
         self.model = model.to(device, memory_format=torch.channels_last)
         # torch.compile serves full-size batches; a last, smaller batch runs eagerly rather than
         # triggering a recompile for each new size.
-        self.compiled = torch.compile(self.model) if compile else None
+        self.compiled = torch.compile(self.model) if use_compile else None
         self.n_classes = len(data.classes)
         self.train_set = Images(data.x_train, data.y_train, device)
         self.test_set = Images(data.x_test, data.y_test, device)
@@ -82,7 +96,8 @@ class Trainer:
     def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
                     measure_ec: bool = True) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. Returns the sums over its steps, on the
-        device: [loss * images, correct, sparsity, E_c..., C_c..., first non-finite step or -1]."""
+        device: [loss * images, correct, sparsity, E_c..., C_c..., first non-finite step or -1]
+        (`unpack_sums` names them once read back)."""
         self.model.train()
         n = self.n_classes
         totals = torch.zeros(4 + 2 * n, device=self.device)

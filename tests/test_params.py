@@ -8,7 +8,7 @@ import yaml
 
 from conftest import ROOT
 from sel.errors import SelError
-from sel.params import EXPERIMENTS, Params, flatten, load_params, parse_params, stage_keys
+from sel.params import Params, flatten, load_params, parse_params
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -79,15 +79,3 @@ def test_unknown_key_is_refused(raw_change, named):
     raw_change(raw)
     with pytest.raises(SelError, match=f"unknown key '{named}'"):
         parse_params(raw)
-
-
-def test_dvc_yaml_lists_exactly_what_each_stage_reads():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for stage in ["download", "sort", "calibrate", *EXPERIMENTS, "aggregate"]:
-        name = f"train_{stage}" if stage in EXPERIMENTS else stage
-        assert sorted(stages[name]["params"]) == sorted(stage_keys(stage)), stage
-    for name in ("train_baseline", "train_lottery"):
-        deps = stages[name]["deps"]
-        assert "data/gamma.json" not in deps and "data/pools.npz" not in deps
-        assert not any(p == "sel" or p.startswith("sel.") and p != "sel.temperature"
-                       for p in stages[name]["params"])

@@ -33,14 +33,14 @@ def named_runs(repo, name):
 
 
 def checkpoint_done(repo) -> int:
-    """Epochs finished according to the checkpoint on disk (0 while there is none)."""
+    """Epochs finished according to the checkpoint on disk (-1 while there is none)."""
     files = list((repo / "checkpoints").glob("*.pt"))
     if not files:
-        return 0
+        return -1
     try:
         return torch.load(files[0], weights_only=True)["run"]["done"]
     except Exception:  # being replaced right now
-        return 0
+        return -1
 
 
 def start(cmd, repo):
@@ -55,9 +55,10 @@ def wait_for(condition, timeout=240, what="condition", poll=0.05):
         time.sleep(poll)
 
 
-@pytest.mark.parametrize("experiment, kill_after", [("lottery", 3), ("sel95", 2)])
+@pytest.mark.parametrize("experiment, kill_after", [("lottery", 3), ("sel95", 2), ("baseline", 0)])
 def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_source, experiment, kill_after):
-    set_params(project, {"data": {"source": str(longer_source)}, **LONGER})
+    set_params(project, {"data": {"source": str(longer_source)}, **LONGER,
+                         "experiments": {**LONGER["experiments"], "baseline": {"epochs": 2}}})
     git_commit(project, "longer")
     stage = f"train_{experiment}"
     run(["dvc", "repro", "download", "sort", "calibrate"], project)

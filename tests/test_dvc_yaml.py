@@ -1,0 +1,66 @@
+"""dvc.yaml stays honest: each stage lists exactly the params it reads (sel.params.stage_keys)
+and exactly the library files its script imports, directly or through other sel modules."""
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from conftest import ROOT
+from sel.params import EXPERIMENTS, stage_keys
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def library_closure(script: Path) -> set[str]:
+    """The sel/*.py files `script` imports, followed through sel's own imports."""
+    found, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        in_sel = path.parent.name == "sel"
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = []
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level == 1 and in_sel:
+                    modules = [base] if base else [a.name for a in node.names]
+                elif base == "sel":
+                    modules = [a.name for a in node.names]
+                elif base.startswith("sel."):
+                    modules = [base[4:]]
+            elif isinstance(node, ast.Import):
+                modules = [a.name[4:] for a in node.names if a.name.startswith("sel.")]
+            for module in modules:
+                file = ROOT / "sel" / f"{module}.py"
+                if file.exists() and f"sel/{module}.py" not in found:
+                    found.add(f"sel/{module}.py")
+                    todo.append(file)
+    return found
+
+
+def stage_script(stage: dict) -> Path:
+    module = stage["cmd"].split()[2]  # python -m pipeline.<name> [...]
+    return ROOT / (module.replace(".", "/") + ".py")
+
+
+def test_every_stage_lists_the_params_it_reads():
+    for name in ["download", "sort", "calibrate", *EXPERIMENTS, "aggregate"]:
+        stage = STAGES[f"train_{name}" if name in EXPERIMENTS else name]
+        assert sorted(stage["params"]) == sorted(stage_keys(name)), name
+    for name in ("train_baseline", "train_lottery"):  # SEL knobs never re-run the dense runs
+        assert not [p for p in STAGES[name]["params"] if p.startswith(("sel", "calibrate", "sort"))]
+        assert "data/gamma.json" not in STAGES[name]["deps"] and "data/pools.npz" not in STAGES[name]["deps"]
+
+
+def test_every_stage_lists_the_library_code_it_runs():
+    for name, stage in STAGES.items():
+        script = stage_script(stage)
+        listed = {d for d in stage["deps"] if d.startswith("sel/")}
+        assert str(script.relative_to(ROOT)) in stage["deps"], name
+        assert listed == library_closure(script), (name, sorted(library_closure(script) ^ listed))
+
+
+def test_the_closure_follows_imports():
+    closure = library_closure(ROOT / "pipeline" / "download.py")
+    assert {"sel/sources.py", "sel/dataset.py", "sel/errors.py"} <= closure
+    assert "sel/training.py" not in closure
