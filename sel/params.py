@@ -50,7 +50,8 @@ def _positive_or_null(v):
 @dataclass(frozen=True)
 class DataParams:
     source: str = _knob("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                        "URL or path (relative to the project root) of the data")
+                        "URL or path (relative to the project root) of the data",
+                        lambda v: None if v.strip() else "must name a URL, an archive or a folder")
     md5: str | None = _knob("auto", "auto, an md5 to verify against, or null (no check)",
                             lambda v: None if v is None or v == "auto"
                             or re.fullmatch(r"[0-9a-fA-F]{32}", v)

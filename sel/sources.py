@@ -8,6 +8,7 @@ the pickles are read by an unpickler that admits only what a CIFAR batch holds.
 """
 
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -92,7 +93,7 @@ def fetch(url: str, cache_dir: Path, md5: str | None) -> Path:
                     _progress(done, total, started)
                     shown = time.monotonic()
         verify(part, md5)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError, http.client.HTTPException) as e:
         part.unlink(missing_ok=True)
         raise SelError(f"cannot reach {url} ({getattr(e, 'reason', e)}); to run offline, copy "
                        f"{OFFICIAL_NAME} (or a class-folder copy) here and run with "

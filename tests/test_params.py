@@ -55,6 +55,7 @@ def test_params_yaml_holds_the_original_protocol():
     ("sel.epochs_per_stage", "ten", "sel.epochs_per_stage", "an integer"),
     ("data.train_per_class", 0, "data.train_per_class", ">= 1, or null"),
     ("data.md5", "abc", "data.md5", "auto, null or 32 hex digits"),
+    ("data.source", " ", "data.source", "must name a URL, an archive or a folder"),
     ("data.held_out_per_class", 0, "data.held_out_per_class", ">= 1"),
     ("model.width", 16, "model.pretrained", "ImageNet weights exist only for model.width = 64"),
     ("model.arch", "resnet50", "model.arch", "resnet18"),

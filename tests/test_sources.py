@@ -425,6 +425,11 @@ def test_unreachable_url_says_how_to_run_offline(tmp_path, no_proxy):
     assert not list((tmp_path / "cache").glob("*"))
 
 
+def test_malformed_url_is_one_line_too(tmp_path, no_proxy):
+    url = f"http://127.0.0.1:notaport/{OFFICIAL_NAME}"
+    assert f"cannot reach {url}" in fails(url, tmp_path, md5="auto")
+
+
 def test_stage_unreachable_url_fails_cleanly(tmp_path, no_proxy):
     url = f"http://127.0.0.1:{closed_port()}/{OFFICIAL_NAME}"
     work = tmp_path / "work"
