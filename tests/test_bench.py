@@ -53,5 +53,5 @@ def test_bench_reports_both_loops():
         assert case["ours_syncs_per_step"] == 0
         assert case["original_syncs_per_step"] >= 2  # loss.item() and the accuracy, at least
         assert case["ours_img_s"] > 0 and case["original_img_s"] > 0
-        assert case["speedup"] == pytest.approx(case["ours_img_s"] / case["original_img_s"], abs=0.01)
+        assert case["speedup"] == pytest.approx(case["ours_img_s"] / case["original_img_s"], rel=0.05, abs=0.01)
     assert report["matmul_peak_gflops"]["fp32"] > 0 and report["eval"][0]["ours_img_s"] > 0
