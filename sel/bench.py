@@ -2,11 +2,13 @@
 on the same model width, batch size and device. Prints JSON.
 
     python -m sel.bench [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
+                        [--compile] [--profile]
 
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
 GFLOP/s beside a matmul peak measured on the same device; evaluation throughput of both; and
-the projected wall time of the full protocol and of `cpu-small` for both loops.
+the projected wall time of the full protocol and of `cpu-small` for both loops. `--compile`
+adds our step under torch.compile, `--profile` the share of each operator in our SEL step.
 """
 
 import argparse
@@ -65,10 +67,15 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_ours(width, update, steps, warmup, device, precision, data, gamma):
-    """(images per second, host syncs per step) of our loop."""
-    trainer = Trainer(fresh_model(0, width, False, 10), data, np.arange(100), device=device,
-                      precision=precision, lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0)
+def _ours(width, device, precision, data, use_compile=False):
+    return Trainer(fresh_model(0, width, False, 10), data, np.arange(100), device=device,
+                   precision=precision, lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0,
+                   use_compile=use_compile)
+
+
+def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False):
+    """(images per second, host syncs per step) of our loop; a compile happens in the warm-up."""
+    trainer = _ours(width, device, precision, data, use_compile)
     idx = torch.arange(BATCH * steps, device=device)
     trainer.train_epoch(idx[:BATCH * warmup], update, gamma).tolist()
     with SyncCounter() as counter:
@@ -77,6 +84,21 @@ def time_ours(width, update, steps, warmup, device, precision, data, gamma):
     started = time.perf_counter()
     trainer.train_epoch(idx, update, gamma).tolist()
     return BATCH * steps / (time.perf_counter() - started), counter.count / 3
+
+
+def profile_ours(width, steps, device, precision, data, gamma, top=10) -> list[dict]:
+    """Share of the time of our SEL steps per operator (torch.profiler, self time)."""
+    from torch.profiler import profile
+
+    trainer = _ours(width, device, precision, data)
+    idx = torch.arange(BATCH * steps, device=device)
+    trainer.train_epoch(idx[:BATCH * 3], SEL, gamma).tolist()
+    with profile() as prof:
+        trainer.train_epoch(idx, SEL, gamma).tolist()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)} for e in ranked]
 
 
 def time_original(width, update, steps, warmup, device, data, gamma):
@@ -105,15 +127,22 @@ def eval_rates(width, device, precision, data, held_per_class):
     trainer = Trainer(fresh_model(0, width, False, 10), data, held, device=device, precision=precision,
                       lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0)
     trainer.evaluate().tolist()
-    started = time.perf_counter()
-    trainer.evaluate().tolist()
-    ours = len(data.y_test) / (time.perf_counter() - started)
+    ours = len(data.y_test) / _median_seconds(lambda: trainer.evaluate().tolist())
     model = fresh_model(0, width, False, 10).to(device)
     test = original.loader(data.x_test, data.y_test, train=False)
     held_loader = original.loader(data.x_test[held], data.y_test[held], train=False)
-    started = time.perf_counter()
-    original.evaluate(model, test, held_loader, device)
-    return ours, (len(data.y_test) + len(held)) / (time.perf_counter() - started)
+    seconds = _median_seconds(lambda: original.evaluate(model, test, held_loader, device))
+    return ours, (len(data.y_test) + len(held)) / seconds
+
+
+def _median_seconds(work, repeats=3) -> float:
+    """Median wall time of `work()`: one evaluation pass is short enough to be noisy."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def matmul_peak(device, dtype, n=2048, reps=10) -> float:
@@ -164,6 +193,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
+    ap.add_argument("--profile", action="store_true", help="add where our SEL step spends its time")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
@@ -175,9 +206,7 @@ def main(argv=None):
     rates = {}
     for width in args.widths:
         train_gflop = flops_per_image(fresh_model(0, width, False, 10))[0] / 1e9
-        probe = Trainer(fresh_model(0, width, False, 10), data, np.arange(100), device=device,
-                        precision="fp32", lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0)
-        gamma = calibrate_gamma(probe, 128, 40, "train")["gamma"]
+        gamma = calibrate_gamma(_ours(width, device, "fp32", data), 128, 40, "train")["gamma"]
         for update in (DENSE, SEL):
             ours, ours_syncs = time_ours(width, update, args.steps, args.warmup, device, precision, data, gamma)
             orig, orig_syncs = time_original(width, update, args.steps, args.warmup, device, data, gamma)
@@ -187,7 +216,14 @@ def main(argv=None):
                 "speedup": round(ours / orig, 2), "ours_syncs_per_step": ours_syncs,
                 "original_syncs_per_step": orig_syncs, "ours_gflops": round(ours * train_gflop, 1),
                 "original_gflops": round(orig * train_gflop, 1)})
+            if args.compile:
+                compiled, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
+                                        gamma, use_compile=True)
+                report["cases"][-1]["ours_compiled_img_s"] = round(compiled, 1)
             print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)
+        if args.profile:
+            report.setdefault("profile_sel_step", {})[width] = profile_ours(
+                width, args.steps, device, precision, data, gamma)
         ours_eval, orig_eval = eval_rates(width, device, precision, data, 10)
         rates[(width, "ours_eval")], rates[(width, "original_eval")] = ours_eval, orig_eval
         report["eval"].append({"width": width, "ours_img_s": round(ours_eval, 1),
