@@ -3,7 +3,8 @@
 Training: RandomCrop(32, padding=4) with zero padding, RandomHorizontalFlip(p=0.5), then the
 official normalisation; evaluation: the normalisation alone. Images stay uint8 (N, 32, 32, 3)
 on the device; a batch is gathered, cropped and flipped in one indexing op, then normalised
-into NCHW float with channels-last memory (the permute gives that layout for free).
+into NCHW float with channels-last memory (the permute gives that layout for free), or
+contiguous where the model runs contiguous (`device.memory_format`).
 """
 
 import torch
@@ -15,10 +16,11 @@ STD = (0.2470, 0.2435, 0.2616)
 class Images:
     """A split's uint8 images and labels on `device`, served as normalised batches."""
 
-    def __init__(self, x_uint8, y, device: torch.device, padding: int = 4):
+    def __init__(self, x_uint8, y, device: torch.device,
+                 layout: torch.memory_format = torch.channels_last, padding: int = 4):
         self.x = torch.as_tensor(x_uint8).to(device)
         self.y = torch.as_tensor(y).to(device)
-        self.padding = padding
+        self.layout, self.padding = layout, padding
         self.padded = torch.nn.functional.pad(self.x, (0, 0, padding, padding, padding, padding))
         scale = torch.tensor([1 / (255 * s) for s in STD], device=device)
         self.scale = scale.view(1, 3, 1, 1)
@@ -29,8 +31,9 @@ class Images:
         return len(self.y)
 
     def normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        """(N, 32, 32, 3) uint8 -> (N, 3, 32, 32) float, (x / 255 - mean) / std, channels-last."""
-        return torch.addcmul(self.shift, x_uint8.permute(0, 3, 1, 2), self.scale)
+        """(N, 32, 32, 3) uint8 -> (N, 3, 32, 32) float, (x / 255 - mean) / std, in `layout`."""
+        x = torch.addcmul(self.shift, x_uint8.permute(0, 3, 1, 2), self.scale)
+        return x.contiguous(memory_format=self.layout)
 
     def plain(self, idx: torch.Tensor) -> torch.Tensor:
         return self.normalise(self.x[idx])

@@ -16,7 +16,7 @@ from torch import nn
 from .augment import Images
 from .curriculum import epoch_order
 from .dataset import Cifar
-from .device import autocast, exact_fp32
+from .device import autocast, exact_fp32, memory_format
 from .embarrassment import class_counts, class_embarrassment
 from .prune import Mask, global_magnitude_mask
 from .sparsity import FlatGrads
@@ -45,13 +45,14 @@ class Trainer:
         if precision == "fp32":
             exact_fp32(device)
         self.device, self.precision = device, precision
-        self.model = model.to(device, memory_format=torch.channels_last)
+        self.layout = memory_format(model, device)
+        self.model = model.to(device, memory_format=self.layout)
         # torch.compile serves full-size batches; a last, smaller batch runs eagerly rather than
         # triggering a recompile for each new size.
         self.compiled = torch.compile(self.model) if use_compile else None
         self.n_classes = len(data.classes)
-        self.train_set = Images(data.x_train, data.y_train, device)
-        self.test_set = Images(data.x_test, data.y_test, device)
+        self.train_set = Images(data.x_train, data.y_train, device, self.layout)
+        self.test_set = Images(data.x_test, data.y_test, device, self.layout)
         self.held_out = torch.as_tensor(held_out, device=device)
         self.base_lr, self.batch_size, self.eval_batch_size = lr, batch_size, eval_batch_size
         self.temperature, self.lr_loss_scale = temperature, lr_loss_scale

@@ -20,6 +20,7 @@ from sel.augment import MEAN, STD, Images
 from sel.calibration import calibrate_gamma
 from sel.curriculum import Pools, epoch_order, stage_gamma
 from sel.dataset import Cifar, held_out_indices
+from sel.device import memory_format
 from sel.embarrassment import class_embarrassment
 from sel.flops import flops_per_image, proxy_flops
 from sel.model import build_model, fresh_model, n_params
@@ -461,6 +462,23 @@ def test_plain_equals_to_tensor_and_normalize():
     assert out.shape == (4, 3, 32, 32) and out.is_contiguous(memory_format=torch.channels_last)
     ref = torch.stack([TF.normalize(TF.to_tensor(data.x_test[i]), MEAN, STD) for i in idx.tolist()])
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    flat = Images(data.x_test, data.y_test, CPU, torch.contiguous_format).plain(idx)
+    assert flat.is_contiguous() and torch.equal(flat, out)
+
+
+def test_narrow_models_run_contiguous_on_the_cpu():
+    """oneDNN#6035: a strided 1x1 conv of < 16 input channels in NHWC hangs or miscomputes its
+    weight gradient on the CPU, so such models (width < 16) train contiguous there."""
+    cuda = torch.device("cuda")
+    assert memory_format(fresh_model(0, 8, False, 10), CPU) == torch.contiguous_format
+    assert memory_format(fresh_model(0, 8, False, 10), cuda) == torch.channels_last
+    assert memory_format(fresh_model(0, 16, False, 10), CPU) == torch.channels_last
+    trainer = tiny_trainer(width=4)
+    assert trainer.layout == torch.contiguous_format
+    assert trainer.train_set.augmented(torch.arange(3), trainer.generator).is_contiguous()
+    assert trainer.model.conv1.weight.is_contiguous()
+    totals = trainer.train_epoch(torch.arange(len(trainer.train_set)), "dense")
+    assert torch.isfinite(totals).all()
 
 
 # --- 6. the Trainer ------------------------------------------------------------------------------
@@ -579,9 +597,10 @@ def test_calibrate_gamma_is_numpy_percentile_of_all_grads(mode):
 
     # independently: the same init (in the trainer's memory format, so the arithmetic is the
     # same), plain autograd, |grad| of every parameter, numpy's percentile
-    model = fresh_model(21, 8, False, 10).to(memory_format=torch.channels_last)
+    model = fresh_model(21, 8, False, 10).to(memory_format=trainer.layout)
     model.train(mode == "train")
-    x = Images(data.x_train, data.y_train, CPU).augmented(torch.arange(32), torch.Generator().manual_seed(21))
+    x = Images(data.x_train, data.y_train, CPU, trainer.layout).augmented(
+        torch.arange(32), torch.Generator().manual_seed(21))
     F.cross_entropy(model(x), torch.as_tensor(data.y_train[:32])).backward()
     g = np.concatenate([p.grad.abs().flatten().numpy() for p in model.parameters()])
     gamma = np.percentile(g, 40)
