@@ -47,12 +47,12 @@ def resolve_compile(spec: str | bool, device: torch.device) -> bool:
 
 
 def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
-    """channels_last (NHWC), where convolutions run faster (width 16, fp32, on a 2-core AVX2 CPU:
-    272 vs 224 img/s; bf16 on AVX-512 needs it), except on a CPU for a model with a strided 1x1
-    convolution of fewer than 16 input channels (width < 16): oneDNN's NHWC backward-weights
-    kernel for it writes past its workspace when the input channels are fewer than its block
-    (8 with AVX2, 16 with AVX-512), and hangs, crashes or returns wrong gradients
-    (uxlfoundation/oneDNN#6035; seen here at width 4 on an AVX2 CPU)."""
+    """channels_last (NHWC), where convolutions run faster (a training step, fp32: width 64 on a
+    2-core AVX-512 CPU 109 vs 86 img/s, width 16 on a 2-core AVX2 CPU 272 vs 224), except on a
+    CPU for a model with a strided 1x1 convolution of fewer than 16 input channels (width < 16):
+    oneDNN's NHWC backward-weights kernel for it writes past its workspace when the input
+    channels are fewer than its block (8 with AVX2, 16 with AVX-512), and hangs, crashes or
+    returns wrong gradients (uxlfoundation/oneDNN#6035; seen here at width 4 on an AVX2 CPU)."""
     narrow = any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
                  and m.in_channels < 16 for m in model.modules())
     return torch.contiguous_format if device.type == "cpu" and narrow else torch.channels_last
