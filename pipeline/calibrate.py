@@ -1,22 +1,29 @@
-"""Stage calibrate: data/cifar10.npz -> data/gamma.json, SEL's threshold on |grad|."""
+"""Stage calibrate@SEED: data/cifar10.npz -> data/seed<SEED>/gamma.json, SEL's threshold on
+|grad| from that seed's freshly built model.
+
+Usage: python -m pipeline.calibrate SEED
+"""
+
+import sys
 
 from sel.calibration import calibrate_gamma
-from sel.cli import stage
+from sel.cli import seed_arg, stage
 from sel.dataset import Cifar
-from sel.experiments import scoring_trainer
-from sel.files import write_json
+from sel.files import seed_data, write_json
 from sel.params import load_params
+from sel.scorer import scoring_trainer
 
 
 @stage
-def main():
+def main(argv=sys.argv[1:]):
+    seed = seed_arg(argv, "python -m pipeline.calibrate SEED")
     params = load_params()
     data = Cifar.load("data/cifar10.npz")
-    trainer = scoring_trainer(params, data)
+    trainer = scoring_trainer(params, data, seed)
     c = params.calibrate
     result = calibrate_gamma(trainer, c.batch_size, c.percentile, c.mode)
-    write_json("data/gamma.json", result)
-    print(f"gamma = {result['gamma']:.3e} (p{c.percentile:g} of |grad|, {c.mode} mode, "
+    write_json(seed_data(seed) / "gamma.json", {**result, "seed": seed})
+    print(f"seed {seed}: gamma = {result['gamma']:.3e} (p{c.percentile:g} of |grad|, {c.mode} mode, "
           f"{result['batch_size']} images)")
 
 

@@ -1,30 +1,35 @@
-"""Stage sort: data/cifar10.npz -> data/pools.npz, each class's training images easy to hard."""
+"""Stage sort@SEED: data/cifar10.npz -> data/seed<SEED>/pools.npz, each class's training images
+easy to hard under that seed's freshly built model.
+
+Usage: python -m pipeline.sort SEED
+"""
+
+import sys
 
 import numpy as np
 
-from sel.cli import stage
+from sel.cli import seed_arg, stage
 from sel.dataset import Cifar
-from sel.experiments import ExperimentRun, Phase, scoring_trainer
-from sel.files import staged_outputs
+from sel.files import seed_data, staged_outputs
 from sel.params import load_params
+from sel.scorer import scoring_trainer, train_scorer
 from sel.sorting import difficulty_order, score
 
 
 @stage
-def main():
+def main(argv=sys.argv[1:]):
+    seed = seed_arg(argv, "python -m pipeline.sort SEED")
     params = load_params()
     data = Cifar.load("data/cifar10.npz")
-    trainer = scoring_trainer(params, data)
-    if params.sort.scorer_epochs:
-        scorer = Phase("scorer", params.sort.scorer_epochs, np.arange(len(data.y_train)), 0,
-                       recorded=False, measure_ec=False)
-        ExperimentRun("sort", trainer, [scorer], data.classes).run()
+    trainer = scoring_trainer(params, data, seed)
+    train_scorer(trainer, params.sort.scorer_epochs)
     losses = score(trainer)
     order, counts = difficulty_order(losses, data.y_train, len(data.classes))
-    with staged_outputs("data/pools.npz") as (tmp,):
+    out = seed_data(seed) / "pools.npz"
+    with staged_outputs(out) as (tmp,):
         with open(tmp, "wb") as f:
             np.savez(f, order=order, counts=counts, losses=losses)
-    print(f"wrote data/pools.npz: {len(order)} images in {len(counts)} classes, "
+    print(f"wrote {out}: {len(order)} images in {len(counts)} classes, "
           f"loss {losses.min():.3f}..{losses.max():.3f}")
 
 

@@ -1,10 +1,12 @@
-"""Stage train_<experiment>: data (+ pools and gamma for SEL) -> models/<experiment>.pt,
-metrics/<experiment>/history.csv and summary.json, and one MLflow run.
+"""Stage train_dense@EXPERIMENT-SEED / train_sel@EXPERIMENT-SEED: one experiment, one seed ->
+models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv and
+summary.json, and one MLflow run.
 
-Usage: python -m pipeline.train {baseline,lottery,sel95,warmup_sel}
+Usage: python -m pipeline.train {dense,sel} EXPERIMENT SEED
 
-A checkpoint is saved after every epoch; run again after a kill, the stage goes on from the
-last finished epoch, into the same MLflow run.
+train_dense runs the experiments that read nothing of `sel`, `sort` or `calibrate`; train_sel
+the others (it depends on them). A checkpoint is saved after every epoch; run again after a
+kill, the stage goes on from the last finished epoch, into the same MLflow run.
 """
 
 import json
@@ -16,18 +18,41 @@ import pandas as pd
 import torch
 
 from sel.checkpoint import Checkpoint
-from sel.cli import stage
+from sel.cli import seed_arg, stage
 from sel.curriculum import Pools
 from sel.dataset import Cifar
 from sel.errors import SelError
-from sel.experiments import ExperimentRun, check_plan, make_trainer, plan
-from sel.figures import LABELS, run_figure
-from sel.files import json_text, staged_outputs
-from sel.params import EXPERIMENTS, SEL_EXPERIMENTS, flatten, load_params, stage_keys
+from sel.experiments import ExperimentRun, check_plan, make_trainer, needs_gamma, needs_pools, plan
+from sel.figures import label, run_figure
+from sel.files import json_text, run_outputs, seed_data, staged_outputs
+from sel.params import Experiment, Params, flatten, load_params
 from sel.tracking import Tracker, run_tags
+
+USAGE = "python -m pipeline.train {dense,sel} EXPERIMENT SEED"
+
 
 def metrics(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "epoch"}
+
+
+def experiment_for(params: Params, group: str, name: str) -> Experiment:
+    """The experiment's params, if the stage that runs it depends on everything it reads."""
+    if name not in params.experiments:
+        raise SelError(f"unknown experiment {name!r} (experiments: {', '.join(params.experiments)})")
+    if name not in getattr(params.train_stages, group):
+        raise SelError(f"train_stages.{group} does not list {name!r}; run it from its own stage")
+    return params.experiments[name]
+
+
+def logged_params(params: Params, name: str, spec: Experiment, seed: int) -> dict:
+    """What this run reads, under the same keys in every run: its recipe resolved (`exp.*`)."""
+    sections = ["data", "model", "train"] + (["sel", "sort", "calibrate"] if spec.reads_sel else [])
+    logged = {k: v for k, v in flatten(params).items() if k.split(".")[0] in sections}
+    logged.update({f"exp.{k}": v for k, v in flatten(spec).items()})
+    logged.update({"experiment": name, "seed": seed, "exp.mask": spec.masked,
+                   "exp.loss_scaled_lr": spec.scaled_lr,
+                   "exp.gamma_mode": spec.gamma_mode or params.sel.gamma_mode if spec.masked else None})
+    return logged
 
 
 def open_run(tracker: Tracker, run: ExperimentRun, state: dict | None, name: str, params: dict,
@@ -46,47 +71,49 @@ def open_run(tracker: Tracker, run: ExperimentRun, state: dict | None, name: str
             tracker.log_metrics(metrics(row), step=row["epoch"])
 
 
-def write_outputs(name: str, run: ExperimentRun, summary: dict, title: str, tracker: Tracker) -> None:
+def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
+                  tracker: Tracker) -> None:
     """The declared outs, all or none, then the run's artifacts."""
     history = pd.DataFrame(run.rows)
-    out = Path("metrics") / name
-    with staged_outputs(f"models/{name}.pt", out / "history.csv", out / "summary.json") as (pt, hist, summ):
+    with staged_outputs(*outputs) as (pt, hist, summ):
         torch.save(run.trainer.model.state_dict(), pt)
         history.to_csv(hist, index=False)
         summ.write_text(json_text(summary))
     with tempfile.TemporaryDirectory() as tmp:
-        figure = Path(tmp) / f"{name}.png"
+        figure = Path(tmp) / f"{run.name}.png"
         run_figure(history, title, figure)
-        tracker.log_artifacts(out / "history.csv", out / "summary.json", figure)
+        tracker.log_artifacts(outputs[1], outputs[2], figure)
 
 
 @stage
 def main(argv=sys.argv[1:]):
-    if len(argv) != 1 or argv[0] not in EXPERIMENTS:
-        raise SelError(f"usage: python -m pipeline.train EXPERIMENT, one of {', '.join(EXPERIMENTS)}")
-    name = argv[0]
+    if len(argv) != 3 or argv[0] not in ("dense", "sel"):
+        raise SelError(f"usage: {USAGE}")
+    group, name, seed = argv[0], argv[1], seed_arg(argv[2:], USAGE)
     params = load_params()
+    spec = experiment_for(params, group, name)
     tracker = Tracker(params.mlflow.experiment)  # reach the store before any work
     data = Cifar.load("data/cifar10.npz")
     provenance = json.loads(Path("data/cifar10.json").read_text())
     inputs, pools, gamma = [Path("data/cifar10.npz"), Path("data/cifar10.json")], None, None
-    if name in SEL_EXPERIMENTS:
-        inputs += [Path("data/pools.npz"), Path("data/gamma.json")]
-        pools = Pools.load("data/pools.npz")
-        gamma = json.loads(Path("data/gamma.json").read_text())["gamma"]
-    phases = plan(name, params, len(data.y_train), pools, gamma)
-    check_plan(name, params, phases, pools)
-    trainer = make_trainer(params, data, name)
-    run = ExperimentRun(name, trainer, phases, data.classes,
-                        prune_fraction=params.experiments.lottery.prune_fraction)
-    read = stage_keys(name) + ["data"] + (["sort", "calibrate"] if name in SEL_EXPERIMENTS else [])
-    logged = {k: v for k, v in flatten(params).items() if any(k == p or k.startswith(p + ".") for p in read)}
-    logged["n_params"] = run.n_params
+    if needs_pools(spec):
+        inputs.append(seed_data(seed) / "pools.npz")
+        pools = Pools.load(inputs[-1])
+    elif spec.recipe == "curriculum":
+        pools = Pools.shuffled(data.y_train, len(data.classes), seed)
+    if needs_gamma(spec, params):
+        inputs.append(seed_data(seed) / "gamma.json")
+        gamma = json.loads(inputs[-1].read_text())["gamma"]
+    phases = plan(spec, params, len(data.y_train), pools, gamma)
+    check_plan(name, spec, phases, pools)
+    trainer = make_trainer(params, data, spec, seed)
+    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes)
+    logged = {**logged_params(params, name, spec, seed), "n_params": run.n_params}
     if gamma is not None:
         logged["gamma"] = gamma
     resolved = {"device": str(trainer.device), "precision": trainer.precision, "torch": torch.__version__}
-    checkpoint = Checkpoint(name, {**logged, **resolved}, inputs)
-    tags = run_tags(name, provenance, str(trainer.device), trainer.precision)
+    checkpoint = Checkpoint(f"{name}-seed{seed}", {**logged, **resolved}, inputs)
+    tags = {**run_tags(name, provenance, str(trainer.device), trainer.precision), "seed": seed}
 
     def save_checkpoint():
         checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
@@ -96,28 +123,22 @@ def main(argv=sys.argv[1:]):
         if row:
             tracker.log_metrics(metrics(row), step=row["epoch"])
 
-    try:
-        state = checkpoint.load(trainer.device)
-        open_run(tracker, run, state, name, logged, tags)
+    state = checkpoint.load(trainer.device)
+    with tracker.recording():
+        open_run(tracker, run, state, f"{name}@{seed}", logged, tags)
         save_checkpoint()  # from here on a kill, even in the first epoch, resumes into this run
         if state is not None:
-            print(f"[{name}] resuming after epoch {run.done}/{len(run.schedule)} from {checkpoint.path}",
-                  file=sys.stderr)
+            print(f"[{run.name}] resuming after epoch {run.done}/{len(run.schedule)} from "
+                  f"{checkpoint.path}", file=sys.stderr)
         run.run(on_epoch=after_epoch)
-        summary = {**run.summary(), "gamma": gamma, "device": str(trainer.device),
-                   "precision": trainer.precision, "data_variant": provenance["variant"],
-                   "model_width": params.model.width, "pretrained": params.model.pretrained,
-                   "mlflow_run_id": tracker.run_id}
-        write_outputs(name, run, summary, f"{LABELS[name]} ({provenance['variant']})", tracker)
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
-        raise
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    tracker.finish()
+        summary = {**run.summary(), "experiment": name, "seed": seed, "recipe": spec.recipe,
+                   "gamma": gamma, "device": str(trainer.device), "precision": trainer.precision,
+                   "data_variant": provenance["variant"], "model_width": params.model.width,
+                   "pretrained": params.model.pretrained, "mlflow_run_id": tracker.run_id}
+        write_outputs(run_outputs(name, seed), run, summary,
+                      f"{label(name)}, seed {seed} ({provenance['variant']})", tracker)
     checkpoint.remove()
-    print(f"{name}: test {summary['test_full']:.2%}, held-out {summary['test_100']:.2%}, "
+    print(f"{run.name}: test {summary['test_full']:.2%}, held-out {summary['test_100']:.2%}, "
           f"{summary['time_s']:.0f}s, proxy {summary['flops_proxy_T']:.3g} TFLOPs, "
           f"executed {summary['flops_executed_T']:.3g} TFLOPs")
 

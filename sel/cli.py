@@ -29,3 +29,10 @@ def stage(main):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def seed_arg(argv: list[str], usage: str) -> int:
+    """The one seed a per-seed stage runs (DVC's matrix passes it on the command line)."""
+    if len(argv) != 1 or not argv[0].isdigit():
+        raise SelError(f"usage: {usage} (a seed from params.yaml's seeds)")
+    return int(argv[0])

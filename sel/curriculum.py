@@ -22,6 +22,14 @@ class Pools:
         with np.load(path, allow_pickle=False) as z:
             return cls(z["order"], z["counts"])
 
+    @classmethod
+    def shuffled(cls, labels: np.ndarray, n_classes: int, seed: int) -> "Pools":
+        """Each class's training images in a seeded random order: the curriculum's windows,
+        sizes and epochs without its difficulty order (the random-order controls)."""
+        rng = np.random.default_rng(seed)
+        per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(n_classes)]
+        return cls(np.concatenate(per_class), np.array([len(p) for p in per_class]))
+
     def window(self, start: float, end: float, cap: int) -> np.ndarray:
         """Stage window of every class, concatenated."""
         parts = []

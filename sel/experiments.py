@@ -1,10 +1,13 @@
-"""The four experiments as phases of the one training loop, and the runner that records them.
+"""Experiments as phases of the one training loop, and the runner that records them.
 
-baseline   dense epochs on every training image
-lottery    dense pre-training (not recorded, as the original), global magnitude prune, rewind,
-           masked retraining
-sel95      the curriculum stages with the sparse update
-warmup_sel dense warm-up on the easiest images of each class (E = C = 0), then the stages
+Every experiment is one of three recipes (`sel.params.Experiment`), and `plan` turns it into
+phases, each carrying its own update rule, gamma, learning-rate rule and prune:
+
+dense       epochs on every training image (baseline; with `mask`, SEL's mask on that schedule)
+lottery     dense pre-training (not recorded, as the original), global magnitude prune, rewind,
+            masked retraining
+curriculum  an optional dense warm-up on the easiest images of each class (E = C = 0), then the
+            SEL stages (sel95, warmup_sel; with a knob turned, the controls)
 """
 
 import math
@@ -21,56 +24,62 @@ from .device import resolve_compile, resolve_device, resolve_precision
 from .errors import SelError
 from .flops import flops_per_image, proxy_flops
 from .model import fresh_model, n_params
-from .params import SEL_EXPERIMENTS, Params
+from .params import Experiment, Params
 from .training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
 
 
 @dataclass
 class Phase:
-    """Epochs that share one training set and one update rule."""
+    """Epochs that share one training set, one update rule and one learning-rate rule."""
 
     name: str
     epochs: int
     indices: np.ndarray
     stage: int  # 0 for dense epochs (baseline, lottery, warm-up), 1..n for the SEL stages
     update: str = DENSE
-    gamma: float | None = None
+    gamma: float | None = None  # sel: the fixed threshold (calibrated mode)
+    target_sparsity: float | None = None  # sel: gamma follows the gradients (target mode)
+    lr_loss_scale: float = 0.0  # lr * (1 + lr_loss_scale * batch loss)
+    prune_fraction: float | None = None  # masked: prune and rewind before its first epoch
     recorded: bool = True  # lottery pre-training is in neither the history, the FLOPs nor the time
     measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
 
 
-def make_trainer(params: Params, data: Cifar, experiment: str) -> Trainer:
-    """The freshly built model (seeded: the same initial weights in every stage) and its data
-    on the device named by `train.device`, for `experiment`. The SEL runs measure E/C at the
-    method's temperature, the dense runs at `train.ec_temperature` (they read nothing of `sel`)."""
+def needs_pools(spec: Experiment) -> bool:
+    """The difficulty order from `sort`: only curriculum runs in difficulty order read it."""
+    return spec.recipe == "curriculum" and spec.order == "difficulty"
+
+
+def gamma_mode(spec: Experiment, params: Params) -> str:
+    return spec.gamma_mode or params.sel.gamma_mode
+
+
+def needs_gamma(spec: Experiment, params: Params) -> bool:
+    """The calibrated gamma: read by masked runs in calibrated mode."""
+    return spec.masked and gamma_mode(spec, params) == "calibrated"
+
+
+def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int) -> Trainer:
+    """The freshly built model (seeded: the same initial weights in every experiment of a seed)
+    and its data on the device named by `train.device`. Runs that read `sel` measure E/C at the
+    method's temperature, the others at `train.ec_temperature` (they read nothing of `sel`)."""
     device = resolve_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
-    model = fresh_model(params.seed, params.model.width, params.model.pretrained, len(data.classes))
+    model = fresh_model(seed, params.model.width, params.model.pretrained, len(data.classes))
     held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
-    sel = experiment in SEL_EXPERIMENTS
+    temperature = params.sel.temperature if spec.reads_sel else params.train.ec_temperature
     return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
                    batch_size=params.train.batch_size, eval_batch_size=params.train.eval_batch_size,
-                   seed=params.seed, use_compile=resolve_compile(params.train.compile, device),
-                   temperature=params.sel.temperature if sel else params.train.ec_temperature,
-                   lr_loss_scale=params.sel.lr_loss_scale if sel else 0.0)
+                   seed=seed, use_compile=resolve_compile(params.train.compile, device),
+                   temperature=temperature)
 
 
-def scoring_trainer(params: Params, data: Cifar) -> Trainer:
-    """The freshly built model on `train.device` in exact fp32, for sort and calibrate: gamma is
-    compared with gradients down to 1e-6. Reads `seed`, `model` and `train.device`, and
-    `train.lr` and `train.batch_size` for a scorer trained first (`sort.scorer_epochs`)."""
-    device = resolve_device(params.train.device)
-    model = fresh_model(params.seed, params.model.width, params.model.pretrained, len(data.classes))
-    return Trainer(model, data, np.arange(0), device=device, precision="fp32", lr=params.train.lr,
-                   batch_size=params.train.batch_size, eval_batch_size=256, seed=params.seed)
-
-
-def check_plan(name: str, params: Params, phases: list[Phase], pools: Pools | None) -> None:
+def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | None) -> None:
     """What the data and params must allow, checked before any training."""
-    if name == "warmup_sel":
-        k = params.experiments.warmup_sel.warmup_per_class
+    if spec.recipe == "curriculum" and spec.warmup_epochs:
+        k = spec.warmup_per_class
         if k > pools.counts.min():
-            raise SelError(f"params: experiments.warmup_sel.warmup_per_class = {k} is larger than "
+            raise SelError(f"params: experiments.{name}.warmup_per_class = {k} is larger than "
                            f"the data ({pools.counts.min()} training images in the smallest class)")
     for phase in phases:
         if phase.epochs and len(phase.indices) == 0:
@@ -81,29 +90,31 @@ def check_plan(name: str, params: Params, phases: list[Phase], pools: Pools | No
                        f"(experiments.{name}.*, or sel.epochs_per_stage)")
 
 
-def sel_phases(params: Params, pools: Pools, gamma: float) -> list[Phase]:
-    sel, n = params.sel, len(params.sel.stages)
-    return [Phase(stage.name, sel.epochs_per_stage, pools.window(stage.start, stage.end, sel.samples_per_class),
-                  s + 1, SEL, stage_gamma(gamma, s, n, sel.gamma_decay))
-            for s, stage in enumerate(sel.stages)]
-
-
-def plan(name: str, params: Params, n_train: int, pools: Pools | None = None,
+def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = None,
          gamma: float | None = None) -> list[Phase]:
-    """The phases of experiment `name`."""
-    ex, everything = params.experiments, np.arange(n_train)
-    if name == "baseline":
-        return [Phase("dense", ex.baseline.epochs, everything, 0)]
-    if name == "lottery":
-        return [Phase("pretrain", ex.lottery.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
-                Phase("retrain", ex.lottery.epochs, everything, 0, MASKED)]
-    if name == "sel95":
-        return sel_phases(params, pools, gamma)
-    if name == "warmup_sel":
-        warm = ex.warmup_sel
-        return [Phase("warmup", warm.warmup_epochs, pools.easiest(warm.warmup_per_class), 0,
-                      measure_ec=False)] + sel_phases(params, pools, gamma)
-    raise ValueError(f"unknown experiment {name!r}")
+    """The phases of an experiment: the one reader of `experiments.*` and `sel.*` for training.
+    `pools`: the curriculum's per-class order (difficulty or random); `gamma`: the calibrated one."""
+    sel, everything = params.sel, np.arange(n_train)
+    lr_loss_scale = sel.lr_loss_scale if spec.scaled_lr else 0.0
+
+    def update(stage_index: int) -> dict:
+        if not spec.masked:
+            return {"update": DENSE}
+        if gamma_mode(spec, params) == "target":
+            return {"update": SEL, "target_sparsity": sel.target_sparsity}
+        return {"update": SEL, "gamma": stage_gamma(gamma, stage_index, len(sel.stages), sel.gamma_decay)}
+
+    if spec.recipe == "dense":
+        return [Phase("dense", spec.epochs, everything, 0, lr_loss_scale=lr_loss_scale, **update(0))]
+    if spec.recipe == "lottery":
+        return [Phase("pretrain", spec.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
+                Phase("retrain", spec.epochs, everything, 0, MASKED, prune_fraction=spec.prune_fraction)]
+    warmup = [Phase("warmup", spec.warmup_epochs, pools.easiest(spec.warmup_per_class), 0,
+                    measure_ec=False)] if spec.warmup_epochs else []
+    return warmup + [Phase(stage.name, sel.epochs_per_stage,
+                           pools.window(stage.start, stage.end, sel.samples_per_class), s + 1,
+                           lr_loss_scale=lr_loss_scale, **update(s))
+                     for s, stage in enumerate(sel.stages)]
 
 
 def _clock(seconds: float) -> str:
@@ -116,10 +127,8 @@ class ExperimentRun:
     one history row per recorded epoch, cumulative FLOPs and time. `done` counts finished epochs
     (recorded or not), so a run restored from a checkpoint goes on where it stopped."""
 
-    def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str],
-                 prune_fraction: float | None = None, out=sys.stderr):
-        self.name, self.trainer, self.phases, self.classes = name, trainer, phases, classes
-        self.prune_fraction, self.out = prune_fraction, out
+    def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str], out=sys.stderr):
+        self.name, self.trainer, self.phases, self.classes, self.out = name, trainer, phases, classes, out
         self.schedule = [(phase, k) for phase in phases for k in range(phase.epochs)]
         self.n_params = n_params(trainer.model)
         self.train_flops, self.eval_flops = flops_per_image(trainer.model)
@@ -145,9 +154,10 @@ class ExperimentRun:
         trainer = self.trainer
         started = time.perf_counter()
         if phase.update == MASKED and trainer.mask is None:
-            trainer.prune_and_rewind(self.prune_fraction)
+            trainer.prune_and_rewind(phase.prune_fraction)
             started = time.perf_counter()  # the original starts its clock after the rewind
-        sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec)
+        sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec,
+                                   phase.lr_loss_scale, phase.target_sparsity)
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
         seconds = time.perf_counter() - started
@@ -186,7 +196,8 @@ class ExperimentRun:
                "train_acc": train["correct"] / images, "train_loss": train["loss"] / images,
                "test_full": ev["test_full"], "test_100": ev["test_100"],
                "flops_proxy_T": t["flops_proxy"] / 1e12, "flops_executed_T": t["flops_executed"] / 1e12,
-               "flops_eval_T": t["flops_eval"] / 1e12, "time_s": t["time_s"], "sparsity": sparsity}
+               "flops_eval_T": t["flops_eval"] / 1e12, "time_s": t["time_s"], "sparsity": sparsity,
+               "params_changed": train["changed"] / steps, "gamma": train["gamma"] / steps}
         row.update({f"acc_{name}": a for name, a in zip(self.classes, ev["per_class"])})
         row.update({f"E_{name}": v / steps for name, v in zip(self.classes, train["E"])})
         row.update({f"C_{name}": v / steps for name, v in zip(self.classes, train["C"])})
@@ -220,7 +231,10 @@ class ExperimentRun:
     def summary(self) -> dict:
         """The run's final figures (the last recorded epoch) and totals."""
         last = self.rows[-1] if self.rows else {}
-        sel_rows = [r["sparsity"] for r in self.rows if r["stage"] > 0]
+        # sparsity and changed weights over the masked epochs (a warm-up's dense epochs would
+        # dilute them), over every epoch when none is masked
+        updates = [phase.update for phase, _ in self.schedule if phase.recorded][:len(self.rows)]
+        masked = [r for r, u in zip(self.rows, updates) if u != DENSE] or self.rows
         return {
             "experiment": self.name,
             "epochs": len(self.rows),
@@ -231,8 +245,9 @@ class ExperimentRun:
             "flops_executed_T": self.totals["flops_executed"] / 1e12,
             "flops_eval_T": self.totals["flops_eval"] / 1e12,
             "time_s": self.totals["time_s"],
-            "sparsity_mean": float(np.mean([r["sparsity"] for r in self.rows])) if self.rows else 0.0,
-            "sel_sparsity_mean": float(np.mean(sel_rows)) if sel_rows else None,
+            "sparsity": float(np.mean([r["sparsity"] for r in masked])) if masked else 0.0,
+            "params_changed": float(np.mean([r["params_changed"] for r in masked])) if masked else 0.0,
+            "masked_epochs": sum(u != DENSE for u in updates),
             "pretrain_time_s": self.totals["pretrain_time_s"],
             "pretrain_flops_executed_T": self.totals["pretrain_flops_executed"] / 1e12,
             "n_params": self.n_params,

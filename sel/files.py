@@ -46,3 +46,14 @@ def write_json(path: Path, obj) -> None:
     """Write JSON atomically."""
     with staged_outputs(path) as (tmp,):
         tmp.write_text(json_text(obj))
+
+
+def seed_data(seed: int) -> Path:
+    """Where sort and calibrate of one seed write (pools.npz, gamma.json)."""
+    return Path("data") / f"seed{seed}"
+
+
+def run_outputs(experiment: str, seed: int) -> tuple[Path, Path, Path]:
+    """(model, history.csv, summary.json) of one experiment and seed."""
+    metrics = Path("metrics") / "runs" / experiment / f"seed{seed}"
+    return Path("models") / experiment / f"seed{seed}.pt", metrics / "history.csv", metrics / "summary.json"

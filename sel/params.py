@@ -15,8 +15,8 @@ import yaml
 
 from .errors import SelError
 
-EXPERIMENTS = ("baseline", "lottery", "sel95", "warmup_sel")
-SEL_EXPERIMENTS = ("sel95", "warmup_sel")
+ORIGINALS = ("baseline", "lottery", "sel95", "warmup_sel")
+RECIPES = ("dense", "lottery", "curriculum")
 
 
 def _knob(default, help, check=None):
@@ -118,38 +118,96 @@ class SelParams:
     samples_per_class: int = _knob(2000, "at most this many images per class per stage", _at_least(1))
     epochs_per_stage: int = _knob(10, "epochs of each stage", _at_least(0))
     stages: tuple[Stage, ...] = _knob(_default_stages, "curriculum windows, easy to hard")
+    gamma_mode: str = _knob("calibrated", "calibrated (gamma.json, decayed by stage) | target (gamma "
+                            "follows the gradients to hold sel.target_sparsity)",
+                            _one_of("calibrated", "target"))
+    target_sparsity: float = _knob(0.95, "fraction of gradient entries zeroed in target mode",
+                                   lambda v: None if 0 < v < 1 else "must be in (0, 1)")
+
+
+# The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
+RECIPE_KEYS = {
+    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode"},
+    "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
+    "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode"},
+}
 
 
 @dataclass(frozen=True)
-class BaselineParams:
-    epochs: int = _knob(30, "dense epochs on all training images", _at_least(0))
+class Experiment:
+    """One training recipe and its knobs. The original's four experiments are `dense`
+    (baseline), `lottery` and `curriculum` (sel95, warmup_sel); a control or a user's variant
+    is the same recipe with a knob turned (README, "Experiments and controls")."""
 
-
-@dataclass(frozen=True)
-class LotteryParams:
-    pretrain_epochs: int = _knob(15, "dense epochs before the prune", _at_least(0))
-    prune_fraction: float = _knob(0.8, "fraction of all parameters pruned by magnitude",
+    recipe: str = _knob("dense", "dense | lottery | curriculum (the SEL stages)", _one_of(*RECIPES))
+    epochs: int = _knob(30, "dense: epochs on every image; lottery: masked epochs after the rewind",
+                        _at_least(0))
+    pretrain_epochs: int = _knob(15, "lottery: dense epochs before the prune", _at_least(0))
+    prune_fraction: float = _knob(0.8, "lottery: fraction of all parameters pruned by magnitude",
                                   lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
-    epochs: int = _knob(30, "masked epochs after the rewind", _at_least(0))
+    warmup_epochs: int = _knob(0, "curriculum: dense epochs on the easiest images first", _at_least(0))
+    warmup_per_class: int = _knob(1000, "curriculum: easiest images per class in the warm-up", _at_least(1))
+    order: str = _knob("difficulty", "curriculum: pools sorted by difficulty, or in a seeded random order",
+                       _one_of("difficulty", "random"))
+    mask: bool | None = _knob(None, "SEL's gradient mask |g| > gamma (null: on for curriculum, off for dense)")
+    loss_scaled_lr: bool | None = _knob(None, "lr * (1 + sel.lr_loss_scale * loss) (null: as mask's default)")
+    gamma_mode: str | None = _knob(None, "calibrated | target (null: sel.gamma_mode)",
+                                   _one_of("calibrated", "target"))
+
+    @property
+    def masked(self) -> bool:
+        return self.mask if self.mask is not None else self.recipe == "curriculum"
+
+    @property
+    def scaled_lr(self) -> bool:
+        return self.loss_scaled_lr if self.loss_scaled_lr is not None else self.recipe == "curriculum"
+
+    @property
+    def reads_sel(self) -> bool:
+        """Whether it reads `sel.*` (and the pools and gamma): the original's dense runs do not."""
+        return self.recipe == "curriculum" or self.masked or self.scaled_lr
+
+
+def _experiment(**kw) -> dict:
+    return {"recipe": "curriculum", **kw}
+
+
+# The original's four experiments, then the controls that take SEL apart one factor at a time.
+DEFAULT_EXPERIMENTS = {
+    "baseline": {"recipe": "dense", "epochs": 30},
+    "lottery": {"recipe": "lottery", "pretrain_epochs": 15, "prune_fraction": 0.8, "epochs": 30},
+    "sel95": _experiment(),
+    "warmup_sel": _experiment(warmup_epochs=5, warmup_per_class=1000),
+    "sel_dense_grads": _experiment(mask=False),
+    "sel_random_order": _experiment(order="random"),
+    "sel_constant_lr": _experiment(loss_scaled_lr=False),
+    "random_subsets": _experiment(order="random", mask=False, loss_scaled_lr=False),
+    "baseline_masked": {"recipe": "dense", "epochs": 30, "mask": True},
+    "sel95_target": _experiment(gamma_mode="target"),
+}
+
+DEFAULT_ATTRIBUTION = {
+    "sel95_vs_baseline": ("sel95", "baseline"),
+    "fewer_images": ("random_subsets", "baseline"),
+    "curriculum_order": ("sel95", "sel_random_order"),
+    "loss_scaled_lr": ("sel95", "sel_constant_lr"),
+    "gradient_mask": ("sel95", "sel_dense_grads"),
+    "mask_on_baseline": ("baseline_masked", "baseline"),
+}
 
 
 @dataclass(frozen=True)
-class Sel95Params:
-    """No knobs of its own: the stages come from `sel`."""
+class TrainStagesParams:
+    """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
+    `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains."""
 
+    dense: tuple[str, ...] = _knob(lambda: ("baseline", "lottery"),
+                                   "experiments trained by stage train_dense")
+    sel: tuple[str, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in ("baseline", "lottery")),
+                                 "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
 
-@dataclass(frozen=True)
-class WarmupSelParams:
-    warmup_epochs: int = _knob(5, "dense epochs on the easiest images first", _at_least(0))
-    warmup_per_class: int = _knob(1000, "easiest images per class in the warm-up", _at_least(1))
-
-
-@dataclass(frozen=True)
-class ExperimentsParams:
-    baseline: BaselineParams = _knob(BaselineParams, "dense baseline")
-    lottery: LotteryParams = _knob(LotteryParams, "lottery ticket: prune, rewind, retrain")
-    sel95: Sel95Params = _knob(Sel95Params, "the SEL curriculum from the fresh model")
-    warmup_sel: WarmupSelParams = _knob(WarmupSelParams, "dense warm-up, then the SEL curriculum")
+    def names(self) -> tuple[str, ...]:
+        return self.dense + self.sel
 
 
 @dataclass(frozen=True)
@@ -160,14 +218,22 @@ class MlflowParams:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = _knob(42, "seeds torch, numpy and random at the start of every stage", _at_least(0))
+    seeds: tuple[int, ...] = _knob(lambda: (42,), "every experiment runs once per seed (each stage seeds "
+                                   "torch, numpy and random from its seed)",
+                                   lambda v: None if min(v) >= 0 and len(set(v)) == len(v)
+                                   else "must be distinct integers >= 0")
     data: DataParams = _knob(DataParams, "data source and sample sizes")
     model: ModelParams = _knob(ModelParams, "the network")
     train: TrainParams = _knob(TrainParams, "shared by every training run")
     sort: SortParams = _knob(SortParams, "difficulty sorting")
     calibrate: CalibrateParams = _knob(CalibrateParams, "gamma calibration")
     sel: SelParams = _knob(SelParams, "the SEL method")
-    experiments: ExperimentsParams = _knob(ExperimentsParams, "the four experiments")
+    experiments: dict[str, Experiment] = _knob(lambda: {n: _experiment_from(n, raw, f"experiments.{n}")
+                                                        for n, raw in DEFAULT_EXPERIMENTS.items()},
+                                               "experiments and controls, by name")
+    train_stages: TrainStagesParams = _knob(TrainStagesParams, "which experiments run, in which stage")
+    attribution: dict[str, tuple[str, ...]] = _knob(lambda: dict(DEFAULT_ATTRIBUTION),
+                                                    "factor: [experiment with it, experiment without it]")
     mlflow: MlflowParams = _knob(MlflowParams, "run tracking")
 
 
@@ -191,6 +257,15 @@ def _coerce(value, tp, key):
             if option is not type(None) and _matches(value, option):
                 return _coerce(value, option, key)
         _fail(key, value, f"must be {' or '.join(_TYPE_NAMES[o] for o in options)}")
+    if tp == dict[str, Experiment]:
+        if not isinstance(value, dict) or not value:
+            _fail(key, value, "must be a non-empty mapping of name: experiment")
+        return {str(n): _experiment_from(str(n), v, f"{key}.{n}") for n, v in value.items()}
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            _fail(key, value, "must be a mapping")
+        item = typing.get_args(tp)[1]
+        return {str(n): _coerce(v, item, f"{key}.{n}") for n, v in value.items()}
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
         if not isinstance(value, list) or not value:
@@ -234,6 +309,25 @@ def _build(cls, raw, prefix):
     return cls(**values)
 
 
+def _experiment_from(name: str, raw, key: str) -> Experiment:
+    """An experiment from its params entry; the original's four names bring their own recipe
+    and knobs, so that `sel95: {}` is the original's SEL-95. A key its recipe does not read is
+    refused."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        _fail(key, raw, "must be a mapping")
+    if name not in ORIGINALS and "recipe" not in raw:
+        _fail(f"{key}.recipe", None, f"a new experiment names its recipe: one of {' | '.join(RECIPES)}")
+    merged = {**(DEFAULT_EXPERIMENTS[name] if name in ORIGINALS else {}), **raw}
+    experiment = _build(Experiment, merged, key)
+    unused = sorted(set(raw) - RECIPE_KEYS[experiment.recipe] - {"recipe"})
+    if unused:
+        _fail(f"{key}.{unused[0]}", raw[unused[0]], f"not read by recipe {experiment.recipe} "
+              f"(it reads {', '.join(sorted(RECIPE_KEYS[experiment.recipe]))})")
+    return experiment
+
+
 def _check_together(p: Params):
     """Rules that tie several keys together."""
     if p.model.pretrained and p.model.width != 64:
@@ -249,6 +343,24 @@ def _check_together(p: Params):
         if stage.name in names:
             _fail(f"sel.stages.{i}.name", stage.name, "stage names must be unique")
         names.add(stage.name)
+    seen = set()
+    for group in ("dense", "sel"):
+        for i, name in enumerate(getattr(p.train_stages, group)):
+            key = f"train_stages.{group}.{i}"
+            if name not in p.experiments:
+                _fail(key, name, f"no such experiment (experiments: {', '.join(p.experiments)})")
+            if name in seen:
+                _fail(key, name, "listed twice")
+            seen.add(name)
+            if group == "dense" and p.experiments[name].reads_sel:
+                _fail(key, name, "it reads sel.* (curriculum, mask or loss-scaled lr): list it under "
+                      "train_stages.sel, whose stage depends on them")
+    for factor, pair in p.attribution.items():
+        if len(pair) != 2:
+            _fail(f"attribution.{factor}", list(pair), "must be [experiment with it, experiment without it]")
+        for name in pair:
+            if name not in p.experiments:
+                _fail(f"attribution.{factor}", list(pair), f"{name!r} is not an experiment")
 
 
 def parse_params(raw: dict) -> Params:
@@ -268,20 +380,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def stage_keys(stage: str) -> list[str]:
     """The params keys (or sections) each stage reads, as dvc.yaml lists them: a stage re-runs
-    only when one of these changes. The dense runs read nothing of `sel`: the temperature of
-    the E/C they record is `train.ec_temperature`."""
-    if stage == "download":
-        return ["data.source", "data.md5", "data.train_per_class", "data.test_per_class"]
-    if stage == "sort":
-        return ["seed", "model", "train.device", "train.lr", "train.batch_size", "sort"]
-    if stage == "calibrate":
-        return ["seed", "model", "train.device", "calibrate"]
-    if stage in EXPERIMENTS:
-        sel = ["sel"] if stage in SEL_EXPERIMENTS else []
-        return ["seed", "data.held_out_per_class", "model", "train", *sel, f"experiments.{stage}", "mlflow"]
-    if stage == "aggregate":
-        return ["mlflow"]
-    raise ValueError(f"unknown stage {stage!r}")
+    only when one of these changes. Its seed and experiment come on its command line (DVC's
+    matrix), not from params, so adding a seed re-runs nothing that ran. train_dense reads
+    nothing of `sel`: the E/C it records use `train.ec_temperature`."""
+    experiment = ["data.held_out_per_class", "model", "train", "experiments.${item.experiment}", "mlflow"]
+    keys = {
+        "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class"],
+        "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],
+        "calibrate": ["model", "train.device", "calibrate"],
+        "train_dense": experiment,
+        "train_sel": experiment + ["sel"],
+        "aggregate": ["seeds", "train_stages", "attribution", "mlflow"],
+    }
+    if stage not in keys:
+        raise ValueError(f"unknown stage {stage!r}")
+    return keys[stage]
 
 
 def flatten(obj, prefix="") -> dict:

@@ -1,8 +1,17 @@
-"""The benchmark table: the original's columns, both FLOPs figures and saved % both ways."""
+"""The benchmark's summary over seeds: per experiment and metric the mean, sd, n and 95%
+interval; each experiment's paired difference to the baseline; the attribution of SEL's
+accuracy gap to its factors (params.yaml `attribution`); mean curves per epoch."""
 
+import numpy as np
 import pandas as pd
 
-from .figures import LABELS
+from .figures import label
+from .stats import describe, paired
+
+# Final-epoch figures of a run's summary.json that the summary describes over seeds.
+METRICS = ("test_full", "test_100", "flops_proxy_T", "flops_executed_T", "time_s", "sparsity",
+           "params_changed", "saved_proxy_pct", "saved_executed_pct")
+PERCENT = {"test_full", "test_100", "sparsity", "params_changed"}  # fractions, shown as %
 
 # The original's published table (one T4 GPU, ImageNet-initialised ResNet-18, official CIFAR-10).
 PUBLISHED = {
@@ -13,49 +22,121 @@ PUBLISHED = {
 }
 
 
-def summary_table(summaries: dict[str, dict]) -> pd.DataFrame:
-    """One row per experiment; saved % are relative to the baseline when it is present."""
-    rows = []
+def per_seed_values(summaries: dict[str, dict[int, dict]]) -> dict[str, dict[str, dict[int, float]]]:
+    """{experiment: {metric: {seed: value}}}; saved % against the same seed's baseline."""
     base = summaries.get("baseline", {})
-    for name, s in summaries.items():
-        row = {"experiment": name, "system": LABELS.get(name, name)}
-        row.update({k: s[k] for k in ("test_full", "test_100", "flops_proxy_T", "flops_executed_T",
-                                      "flops_eval_T", "time_s", "epochs")})
-        # SEL rows: the sparsity of the SEL epochs (a warm-up's dense epochs would dilute it)
-        row["sparsity"] = s["sel_sparsity_mean"] if s.get("sel_sparsity_mean") is not None else s["sparsity_mean"]
-        for kind in ("proxy", "executed"):
-            ref = base.get(f"flops_{kind}_T")
-            row[f"saved_{kind}_pct"] = 100 * (1 - s[f"flops_{kind}_T"] / ref) if ref else None
-        row["pretrain_time_s"] = s.get("pretrain_time_s", 0.0)
-        row["pretrain_flops_executed_T"] = s.get("pretrain_flops_executed_T", 0.0)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    out = {}
+    for name, by_seed in summaries.items():
+        values = {m: {} for m in METRICS}
+        for seed, s in by_seed.items():
+            for m in METRICS:
+                if m in s:
+                    values[m][seed] = s[m]
+            for kind in ("proxy", "executed"):
+                ref = base.get(seed, {}).get(f"flops_{kind}_T")
+                if ref:
+                    values[f"saved_{kind}_pct"][seed] = 100 * (1 - s[f"flops_{kind}_T"] / ref)
+        out[name] = values
+    return out
 
 
-def _pct(v):
-    return "n/a" if v is None or pd.isna(v) else f"{v:.1f}%"
+def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]]) -> dict:
+    """Everything summary.json holds: statistics per experiment and metric, the paired
+    difference of each experiment to the baseline, and the attribution rows."""
+    values = per_seed_values(summaries)
+    experiments = []
+    for name, by_metric in values.items():
+        row = {"experiment": name, "system": label(name), "seeds": sorted(summaries[name]),
+               "metrics": {m: {**describe(v.values()), "values": v} for m, v in by_metric.items() if v}}
+        if name != "baseline" and "baseline" in values:
+            row["vs_baseline"] = {m: paired(by_metric[m], values["baseline"][m])
+                                  for m in ("test_full", "test_100") if by_metric[m]}
+        experiments.append(row)
+    rows = []
+    for factor, (with_it, without_it) in attribution.items():
+        if with_it in values and without_it in values:
+            diff = paired(values[with_it]["test_full"], values[without_it]["test_full"])
+            if diff is not None:
+                rows.append({"factor": factor, "with": with_it, "without": without_it, "test_full": diff})
+    return {"seeds": sorted({s for by_seed in summaries.values() for s in by_seed}),
+            "experiments": experiments, "attribution": rows}
 
 
-def markdown(table: pd.DataFrame, variant: str, params_note: str) -> str:
-    """The table as Markdown, with the original's published figures beside it."""
-    lines = [f"# SEL benchmark ({variant})", "", params_note, "",
-             "| System | Full test | Held-out | FLOPs proxy (T) | Executed FLOPs (T) | "
-             "Time (s) | Saved, proxy | Saved, executed | Grad. sparsity |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in table.iterrows():
-        lines.append(f"| {r['system']} | {r['test_full']:.1%} | {r['test_100']:.1%} | "
-                     f"{r['flops_proxy_T']:.4g} | {r['flops_executed_T']:.4g} | {r['time_s']:.0f} | "
-                     f"{_pct(r['saved_proxy_pct'])} | {_pct(r['saved_executed_pct'])} | {r['sparsity']:.1%} |")
-    lottery = table[table["experiment"] == "lottery"]
-    if len(lottery):
-        r = lottery.iloc[0]
-        lines += ["", f"Lottery's dense pre-training is outside its row, as in the original: "
-                      f"{r['pretrain_time_s']:.0f} s and {r['pretrain_flops_executed_T']:.4g} T executed FLOPs more."]
+def _cell(stat: dict | None, metric: str, digits: str = ".4g") -> str:
+    """mean ± half the 95% interval (the mean alone for one seed)."""
+    if stat is None:
+        return "n/a"
+    scale, unit, fmt = (100, "%", ".1f") if metric in PERCENT else (1, "", digits)
+    if metric.endswith("_pct"):
+        unit, fmt = "%", ".1f"
+    text = f"{stat['mean'] * scale:{fmt}}"
+    if stat["ci_low"] is not None:
+        text += f" ± {(stat['ci_high'] - stat['mean']) * scale:{fmt}}"
+    return text + unit
+
+
+def _points(stat: dict | None) -> str:
+    """A difference of accuracies in percentage points, with its 95% interval."""
+    if stat is None:
+        return "n/a"
+    text = f"{100 * stat['mean']:+.1f}"
+    if stat["ci_low"] is not None:
+        text += f" [{100 * stat['ci_low']:+.1f}, {100 * stat['ci_high']:+.1f}]"
+    return text
+
+
+def markdown(summary: dict, note: str) -> str:
+    """The tables of summary.md: results, paired differences, attribution, the original's."""
+    n = len(summary["seeds"])
+    lines = ["# SEL benchmark", "", note, "",
+             f"Seeds: {', '.join(map(str, summary['seeds']))}. Each cell is the final epoch's mean over "
+             f"the seeds{' ± half its 95% confidence interval (Student t)' if n > 1 else ''}. "
+             "Grad. sparsity: gradient entries zeroed per step; params changed: weights the optimizer "
+             "step changed; both over the masked epochs (every epoch of a dense run).", "",
+             "| System | n | Full test | Held-out | FLOPs proxy (T) | Executed FLOPs (T) | Time (s) | "
+             "Saved, proxy | Saved, executed | Grad. sparsity | Params changed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in summary["experiments"]:
+        m = e["metrics"]
+        lines.append(f"| {e['system']} | {len(e['seeds'])} | " + " | ".join(
+            _cell(m.get(k), k, ".0f" if k == "time_s" else ".4g")
+            for k in ("test_full", "test_100", "flops_proxy_T", "flops_executed_T", "time_s",
+                      "saved_proxy_pct", "saved_executed_pct", "sparsity", "params_changed")) + " |")
+    lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", "",
+              "| System | Full test | Held-out |", "|---|---|---|"]
+    for e in summary["experiments"]:
+        if "vs_baseline" in e:
+            d = e["vs_baseline"]
+            lines.append(f"| {e['system']} | {_points(d.get('test_full'))} | {_points(d.get('test_100'))} |")
+    if summary["attribution"]:
+        lines += ["", "## Where SEL's accuracy goes", "",
+                  "Each factor: the paired difference of full-test accuracy between a run with it and "
+                  "the same run without it (params.yaml `attribution`), percentage points [95% "
+                  "interval]. Leave-one-out differences need not add up to the total: factors interact.",
+                  "", "| Factor | With it | Without it | Points | n |", "|---|---|---|---|---|"]
+        for r in summary["attribution"]:
+            lines.append(f"| {r['factor'].replace('_', ' ')} | {label(r['with'])} | {label(r['without'])} | "
+                         f"{_points(r['test_full'])} | {r['test_full']['n']} |")
     lines += ["", "Executed FLOPs: forward+backward conv/matmul arithmetic measured with "
                   "FlopCounterMode, times images trained (evaluation apart). The proxy is the "
                   "original's 2 x params x (1 - sparsity) x images.", "",
               "The original's published table (T4 GPU, ImageNet init, official CIFAR-10):", "",
               "| System | Held-out (100/class) | FLOPs proxy (T) | Time (s) |", "|---|---|---|---|"]
     for name, p in PUBLISHED.items():
-        lines.append(f"| {LABELS[name]} | {p['test_100']:.1%} | {p['flops_proxy_T']} | {p['time_s']} |")
+        lines.append(f"| {label(name)} | {p['test_100']:.1%} | {p['flops_proxy_T']} | {p['time_s']} |")
     return "\n".join(lines) + "\n"
+
+
+def mean_curves(histories: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, half-width of the 95% interval) of every history column per epoch, over the seeds
+    that reached that epoch; the half-width is 0 where only one seed did."""
+    stacked = pd.concat(histories.values())
+    grouped = stacked.groupby("epoch")
+    mean = grouped.mean().reset_index()
+    half = grouped.agg(lambda col: _half_width(col.to_numpy())).reset_index()
+    return mean, half
+
+
+def _half_width(x: np.ndarray) -> float:
+    stat = describe(x)
+    return 0.0 if stat["ci_high"] is None else stat["ci_high"] - stat["mean"]

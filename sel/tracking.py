@@ -134,6 +134,20 @@ class Tracker:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
 
+    @contextmanager
+    def recording(self):
+        """The open run ends FINISHED when the block does, KILLED on Ctrl-C or SIGTERM,
+        FAILED on any other error (which goes on up)."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.finish("KILLED")
+            raise
+        except BaseException:
+            self.finish("FAILED")
+            raise
+        self.finish()
+
 
 def run_tags(name: str, provenance: dict, device: str | None, precision: str | None) -> dict:
     """What ties a run to its origin: code, DVC experiment, data and hardware."""

@@ -23,7 +23,8 @@ TINY = {
     "calibrate": {"batch_size": 32, "mode": "train"},
     "sel": {"epochs_per_stage": 1},
     "experiments": {"baseline": {"epochs": 1}, "lottery": {"pretrain_epochs": 1, "epochs": 1},
-                    "warmup_sel": {"warmup_epochs": 1, "warmup_per_class": 4}},
+                    "warmup_sel": {"warmup_epochs": 1, "warmup_per_class": 4},
+                    "baseline_masked": {"epochs": 1}},
 }
 
 

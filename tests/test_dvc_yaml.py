@@ -1,5 +1,6 @@
 """dvc.yaml stays honest: each stage lists exactly the params it reads (sel.params.stage_keys)
-and exactly the library files its script imports, directly or through other sel modules."""
+and exactly the library files its script imports, directly or through other sel modules; the
+dense runs depend on nothing of SEL."""
 
 import ast
 from pathlib import Path
@@ -7,9 +8,10 @@ from pathlib import Path
 import yaml
 
 from conftest import ROOT
-from sel.params import EXPERIMENTS, stage_keys
+from sel.params import Params, stage_keys
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = {name: stage.get("do", stage) for name, stage in  # foreach stages keep theirs under `do`
+          yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
 
 
 def library_closure(script: Path) -> set[str]:
@@ -39,17 +41,26 @@ def library_closure(script: Path) -> set[str]:
 
 
 def stage_script(stage: dict) -> Path:
-    module = stage["cmd"].split()[2]  # python -m pipeline.<name> [...]
+    module = stage["cmd"].split()[2]  # python -m pipeline.<name> [args]
     return ROOT / (module.replace(".", "/") + ".py")
 
 
 def test_every_stage_lists_the_params_it_reads():
-    for name in ["download", "sort", "calibrate", *EXPERIMENTS, "aggregate"]:
-        stage = STAGES[f"train_{name}" if name in EXPERIMENTS else name]
+    assert set(STAGES) == {"download", "sort", "calibrate", "train_dense", "train_sel", "aggregate"}
+    for name, stage in STAGES.items():
         assert sorted(stage["params"]) == sorted(stage_keys(name)), name
-    for name in ("train_baseline", "train_lottery"):  # SEL knobs never re-run the dense runs
-        assert not [p for p in STAGES[name]["params"] if p.startswith(("sel", "calibrate", "sort"))]
-        assert "data/gamma.json" not in STAGES[name]["deps"] and "data/pools.npz" not in STAGES[name]["deps"]
+    dense = STAGES["train_dense"]  # SEL knobs, sort and calibrate never re-run the dense runs
+    assert not [p for p in dense["params"] if p.startswith(("sel", "calibrate", "sort"))]
+    assert not [d for d in dense["deps"] if "pools" in d or "gamma" in d]
+    assert {"data/seed${item.seed}/pools.npz", "data/seed${item.seed}/gamma.json"} <= set(STAGES["train_sel"]["deps"])
+
+
+def test_the_default_experiments_sit_in_the_stage_that_depends_on_what_they_read():
+    params = Params()
+    assert params.train_stages.dense == ("baseline", "lottery")
+    assert not any(params.experiments[n].reads_sel for n in params.train_stages.dense)
+    assert all(params.experiments[n].reads_sel for n in params.train_stages.sel)
+    assert set(params.train_stages.names()) == set(params.experiments)
 
 
 def test_every_stage_lists_the_library_code_it_runs():
