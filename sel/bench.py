@@ -28,7 +28,7 @@ from .device import describe, native_bf16, resolve_device, resolve_precision
 from .experiments import plan
 from .flops import flops_per_image
 from .model import fresh_model
-from .params import Params
+from .params import ORIGINALS, Params
 from .protocols import PROTOCOLS, with_overrides
 from .training import DENSE, SEL, Trainer
 
@@ -73,16 +73,21 @@ def _ours(width, device, precision, data, use_compile=False):
                    use_compile=use_compile)
 
 
+def _epoch(trainer, idx, update, gamma):
+    """An epoch of dense steps, or of SEL steps as the original takes them (loss-scaled lr)."""
+    return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0)
+
+
 def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False):
     """(images per second, host syncs per step) of our loop; a compile happens in the warm-up."""
     trainer = _ours(width, device, precision, data, use_compile)
     idx = torch.arange(BATCH * steps, device=device)
-    trainer.train_epoch(idx[:BATCH * warmup], update, gamma).tolist()
+    _epoch(trainer, idx[:BATCH * warmup], update, gamma).tolist()
     with SyncCounter() as counter:
-        trainer.train_epoch(idx[:BATCH * 3], update, gamma)
+        _epoch(trainer, idx[:BATCH * 3], update, gamma)
     _sync(device)
     started = time.perf_counter()
-    trainer.train_epoch(idx, update, gamma).tolist()
+    _epoch(trainer, idx, update, gamma).tolist()
     return BATCH * steps / (time.perf_counter() - started), counter.count / 3
 
 
@@ -92,9 +97,9 @@ def profile_ours(width, steps, device, precision, data, gamma, top=10) -> list[d
 
     trainer = _ours(width, device, precision, data)
     idx = torch.arange(BATCH * steps, device=device)
-    trainer.train_epoch(idx[:BATCH * 3], SEL, gamma).tolist()
+    _epoch(trainer, idx[:BATCH * 3], SEL, gamma).tolist()
     with profile() as prof:
-        trainer.train_epoch(idx, SEL, gamma).tolist()
+        _epoch(trainer, idx, SEL, gamma).tolist()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
@@ -169,8 +174,8 @@ def protocol_work(params: Params, train_per_class: int, test_per_class: int) -> 
     n_classes = 10
     pools = Pools(np.arange(train_per_class * n_classes), np.full(n_classes, train_per_class))
     work = {"dense": 0, "sel": 0, "eval_epochs": 0, "original_extra_evals": 0}
-    for name in ("baseline", "lottery", "sel95", "warmup_sel"):
-        for phase in plan(name, params, train_per_class * n_classes, pools, 1.0):
+    for name in ORIGINALS:
+        for phase in plan(params.experiments[name], params, train_per_class * n_classes, pools, 1.0):
             work["sel" if phase.update == SEL else "dense"] += phase.epochs * len(phase.indices)
             work["eval_epochs"] += phase.epochs if phase.recorded else 0
             if not phase.recorded:  # the original tested every 5th pre-training epoch
@@ -235,7 +240,7 @@ def main(argv=None):
         rates[(width, "ours_eval")], rates[(width, "original_eval")] = ours_eval, orig_eval
         report["eval"].append({"width": width, "ours_img_s": round(ours_eval, 1),
                                "original_img_s": round(orig_eval, 1), "speedup": round(ours_eval / orig_eval, 2)})
-    raw = {"experiments": {}, "sel": {}, "data": {}, "model": {"pretrained": False}, "calibrate": {}}
+    raw = {"model": {"pretrained": False}}
     for name, width, per_class, test in (("full", 64, 5000, 1000), ("cpu-small", 16, 1000, 300)):
         if width in args.widths:
             params = with_overrides(raw, PROTOCOLS[name])

@@ -25,6 +25,8 @@ TINY = {
     "experiments": {"baseline": {"epochs": 1}, "lottery": {"pretrain_epochs": 1, "epochs": 1},
                     "warmup_sel": {"warmup_epochs": 1, "warmup_per_class": 4},
                     "baseline_masked": {"epochs": 1}},
+    # the original's four and one control: the others plan and train through the same code
+    "train_stages": {"dense": ["baseline", "lottery"], "sel": ["sel95", "warmup_sel", "sel_random_order"]},
 }
 
 
@@ -85,14 +87,14 @@ def project(tmp_path, tiny_source) -> Path:
 
 
 def mlflow_runs(repo: Path):
-    """(client, {run name: [runs]}) of the project's default MLflow store."""
+    """(client, {experiment (its tag): [runs]}) of the project's default MLflow store."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sel-benchmark")
     by_name = {}
     for r in client.search_runs([experiment.experiment_id]):
-        by_name.setdefault(r.info.run_name, []).append(r)
+        by_name.setdefault(r.data.tags.get("experiment"), []).append(r)
     return client, by_name
 
 

@@ -27,7 +27,8 @@ from sel.model import build_model, fresh_model, n_params
 from sel.prune import global_magnitude_mask, magnitude_threshold
 from sel.sorting import difficulty_order
 from sel.sparsity import FlatGrads
-from sel.training import Trainer
+from sel.bench import SyncCounter
+from sel.training import Trainer, unpack_sums
 
 CPU = torch.device("cpu")
 
@@ -488,7 +489,7 @@ def test_sel_learning_rate_follows_the_batch_loss_and_dense_resets_it():
     everything = torch.arange(len(trainer.train_set))
     lr = trainer.optimizer.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.item() == pytest.approx(1e-3)
-    totals = trainer.train_epoch(everything, "sel", gamma=1e-6)
+    totals = trainer.train_epoch(everything, "sel", gamma=1e-6, lr_loss_scale=2.0)
     loss = totals[0].item() / 40                       # the one batch's mean loss
     lr_after = trainer.optimizer.param_groups[0]["lr"]
     assert lr_after.item() == pytest.approx(1e-3 * (1 + 2 * loss), rel=1e-5)
@@ -498,28 +499,61 @@ def test_sel_learning_rate_follows_the_batch_loss_and_dense_resets_it():
     assert trainer.optimizer.param_groups[0]["lr"].item() == pytest.approx(1e-3, rel=1e-7)
 
 
+def sums(totals) -> dict:
+    return unpack_sums(totals.tolist(), 10)
+
+
 def test_sel_sparsity_sums_and_a_gamma_that_zeroes_everything():
     trainer = tiny_trainer(seed=4, batch_size=16)      # 40 images: 3 steps
     everything = torch.arange(len(trainer.train_set))
     totals = trainer.train_epoch(everything, "sel", gamma=1e-5)
-    assert 0 <= totals[2].item() <= 3
-    assert totals.shape == (4 + 2 * 10,)
-    assert totals[-1].item() == -1  # no step had a non-finite loss
+    t = sums(totals)
+    assert totals.shape == (5 + 2 * 10 + 1,)
+    assert 0 < t["sparsity"] <= 3 and t["gamma"] == pytest.approx(3e-5)
+    assert t["bad_step"] == -1  # no step had a non-finite loss
     # E and C per class summed over the 3 batches: E >= 0, C in [0, 1] per batch
-    e, c = totals[3:13], totals[13:23]
+    e, c = torch.tensor(t["E"]), torch.tensor(t["C"])
     assert (e >= 0).all() and (c >= 0).all() and (c <= 3).all() and (e > 0).any()
     # a gamma above every gradient zeroes them all: sparsity 1 per step, and on a fresh Adam
-    # (no moments yet) the weights do not move
+    # (no moments yet) the weights do not move, and the changed fraction says so
     trainer = tiny_trainer(seed=4, batch_size=16)
     before = [p.detach().clone() for p in trainer.grads.params]
-    totals = trainer.train_epoch(everything, "sel", gamma=1e9)
-    assert totals[2].item() == pytest.approx(3.0)
+    t = sums(trainer.train_epoch(everything, "sel", gamma=1e9))
+    assert t["sparsity"] == pytest.approx(3.0) and t["changed"] == 0
     for p, b in zip(trainer.grads.params, before):
         assert torch.equal(p.detach(), b)
     # dense: sparsity is not counted
-    totals = trainer.train_epoch(everything, "dense", measure_ec=False)
-    assert totals[2].item() == 0 and (totals[3:23] == 0).all()
+    t = sums(trainer.train_epoch(everything, "dense", measure_ec=False))
+    assert t["sparsity"] == 0 and t["gamma"] == 0 and not any(t["E"]) and not any(t["C"])
     assert any(not torch.equal(p.detach(), b) for p, b in zip(trainer.grads.params, before))
+
+
+def test_changed_fraction_counts_the_weights_the_step_moved():
+    """Adam moves a weight whose gradient is zeroed (its momentum): after a dense step, an SEL
+    step that zeroes every gradient still changes weights, and the count is exact."""
+    trainer = tiny_trainer(seed=6, batch_size=40)      # one step per epoch
+    everything = torch.arange(len(trainer.train_set))
+    trainer.train_epoch(everything, "dense")
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.grads.params])
+    t = sums(trainer.train_epoch(everything, "sel", gamma=1e9))
+    after = torch.cat([p.detach().flatten() for p in trainer.grads.params])
+    assert t["sparsity"] == pytest.approx(1.0)
+    assert t["changed"] == pytest.approx((before != after).float().mean().item(), abs=1e-7)
+    assert t["changed"] > 0.5  # the mask froze nothing
+
+
+def test_target_mode_holds_the_sparsity_and_reads_nothing_back():
+    trainer = tiny_trainer(seed=7, batch_size=8)       # 40 images: 5 steps
+    everything = torch.arange(len(trainer.train_set))
+    for target in (0.5, 0.95):
+        with SyncCounter() as counter:
+            totals = trainer.train_epoch(everything, "sel", target_sparsity=target)
+        t = sums(totals)
+        assert counter.count == 0
+        # a model this small has fewer entries than the sample: the quantile is exact, up to
+        # the rounding of k and ties
+        assert t["sparsity"] / 5 == pytest.approx(target, abs=0.01), target
+        assert t["gamma"] > 0
 
 
 def manual_evaluation(model, data, held):

@@ -29,8 +29,10 @@ def with_value(key: str, value):
 def test_params_yaml_holds_the_original_protocol():
     params = load_params(ROOT / "params.yaml")
     assert params == Params()  # the file and the dataclass defaults agree
-    assert params.seed == 42 and params.train.batch_size == 64 and params.train.lr == 1e-3
-    assert params.experiments.lottery.prune_fraction == 0.8 and params.calibrate.percentile == 40
+    assert params.seeds == (42,) and params.train.batch_size == 64 and params.train.lr == 1e-3
+    assert params.experiments["lottery"].prune_fraction == 0.8 and params.calibrate.percentile == 40
+    assert params.experiments["baseline"].epochs == 30 and params.experiments["warmup_sel"].warmup_epochs == 5
+    assert params.sel.gamma_mode == "calibrated"  # the original's gamma, by default
     assert [(s.name, s.start, s.end) for s in params.sel.stages] == [
         ("easy", 0.0, 0.25), ("medium", 0.2, 0.5), ("hard", 0.4, 0.65), ("harder", 0.6, 0.82),
         ("hardest", 0.78, 1.0)]
@@ -59,7 +61,8 @@ def test_params_yaml_holds_the_original_protocol():
     ("data.held_out_per_class", 0, "data.held_out_per_class", ">= 1"),
     ("model.width", 16, "model.pretrained", "ImageNet weights exist only for model.width = 64"),
     ("model.arch", "resnet50", "model.arch", "resnet18"),
-    ("seed", 1.5, "seed", "an integer"),
+    ("seeds", [42, 1.5], "seeds.1", "an integer"),
+    ("seeds", [-1], "seeds", "integers >= 0"),
     ("mlflow.experiment", " ", "mlflow.experiment", "must not be empty"),
 ])
 def test_bad_value_names_key_value_and_what_is_allowed(key, value, named, allowed):
@@ -71,7 +74,8 @@ def test_bad_value_names_key_value_and_what_is_allowed(key, value, named, allowe
 
 
 @pytest.mark.parametrize("raw_change, named", [
-    (lambda r: r["experiments"].update(resnet_huge={"epochs": 1}), "experiments.resnet_huge"),
+    (lambda r: r["experiments"]["baseline"].update(epoch=3), "experiments.baseline.epoch"),
+    (lambda r: r.update(sede=43), "sede"),
     (lambda r: r["sel"].update(gama_decay=0.3), "sel.gama_decay"),
     (lambda r: r.update(trian={}), "trian"),
 ])

@@ -1,5 +1,6 @@
 """End to end: `dvc repro` of the whole benchmark on tiny data, the MLflow store it fills, a
-no-op second repro, and `dvc exp run -S` of an SEL knob re-running only what reads it."""
+no-op second repro, and `dvc exp run -S` of an SEL knob and of a seed added to the list,
+re-running only what reads the knob, that seed's stages and the aggregate."""
 
 import json
 import re
@@ -9,41 +10,49 @@ import pandas as pd
 from builders import CLASSES
 from conftest import git_commit, mlflow_runs, run
 
-EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6}
-PER_EPOCH = (["stage", "train_acc", "train_loss", "test_full", "test_100", "sparsity", "time_s",
-              "flops_proxy_T", "flops_executed_T", "flops_eval_T"]
+EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5}
+SEL_RUNS = ("sel95", "warmup_sel", "sel_random_order")
+PER_EPOCH = (["stage", "train_acc", "train_loss", "test_full", "test_100", "sparsity", "params_changed",
+              "gamma", "time_s", "flops_proxy_T", "flops_executed_T", "flops_eval_T"]
              + [f"{kind}_{c}" for kind in ("acc", "E", "C") for c in CLASSES])
 
 
 def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w@]+)'", output))
+    return set(re.findall(r"Running stage '([\w@-]+)'", output))
 
 
-def test_repro_tracks_every_run_and_exp_run_reruns_only_sel(project):
+def stages_of_seed(seed: int) -> set[str]:
+    return ({f"sort@{seed}", f"calibrate@{seed}"} | {f"train_dense@{n}-{seed}" for n in ("baseline", "lottery")}
+            | {f"train_sel@{n}-{seed}" for n in SEL_RUNS})
+
+
+def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     first = run(["dvc", "repro"], project)
-    assert ran_stages(first.stdout) == {"download", "sort", "calibrate", "train_baseline", "train_lottery",
-                                        "train_sel95", "train_warmup_sel", "aggregate"}
+    assert ran_stages(first.stdout) == {"download", "aggregate"} | stages_of_seed(42)
 
     client, runs = mlflow_runs(project)
     assert set(runs) == set(EPOCHS) | {"aggregate"}
     for name, epochs in EPOCHS.items():
         (r,) = runs[name]
-        assert r.info.status == "FINISHED"
-        assert r.data.params["model.width"] == "8"
+        assert r.info.status == "FINISHED" and r.info.run_name == f"{name}@42"
+        assert r.data.tags["seed"] == "42" and r.data.params["seed"] == "42"
+        assert r.data.params["model.width"] == "8" and r.data.params["experiment"] == name
         assert r.data.tags["data.variant"] == "class-folders:tiny-cifar.tar.gz"
         assert len(r.data.tags["data.sha256"]) == 64
         for key in PER_EPOCH:
             steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
             assert sorted(steps) == list(range(1, epochs + 1)), (name, key, steps)
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"history.csv", "summary.json", f"{name}.png"} <= artifacts
-        history = pd.read_csv(project / "metrics" / name / "history.csv")
+        assert {"history.csv", "summary.json", f"{name}@42.png"} <= artifacts
+        history = pd.read_csv(project / "metrics" / "runs" / name / "seed42" / "history.csv")
         assert len(history) == epochs and set(PER_EPOCH) <= set(history.columns)
+    assert runs["sel95"][0].data.params["exp.recipe"] == "curriculum"
     assert "sel.gamma_decay" in runs["sel95"][0].data.params
     assert "sel.gamma_decay" not in runs["baseline"][0].data.params
     summary = json.loads((project / "metrics" / "summary.json").read_text())
-    assert [r["experiment"] for r in summary["experiments"]] == list(EPOCHS)
-    assert "| SEL-95 |" in (project / "metrics" / "summary.md").read_text()
+    assert [e["experiment"] for e in summary["experiments"]] == list(EPOCHS) and summary["seeds"] == [42]
+    assert "| SEL-95 | 1 |" in (project / "metrics" / "summary.md").read_text()
+    assert (project / "metrics" / "curves" / "sel95.csv").exists()
 
     second = run(["dvc", "repro"], project)
     assert ran_stages(second.stdout) == set(), second.stdout
@@ -51,11 +60,22 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_sel(project):
     plots = run(["dvc", "plots", "show", "--json"], project)
     assert "test_accuracy" in plots.stdout and "sel95_embarrassment" in plots.stdout
 
+    # an SEL knob re-runs only the runs that read it; a seed added to the list runs that seed's
+    # stages; nothing else runs but the aggregate (one exp run shows both)
     git_commit(project, "tiny run")
-    exp = run(["dvc", "exp", "run", "-n", "tweak", "-S", "sel.gamma_decay=0.5"], project)
-    assert ran_stages(exp.stdout) == {"train_sel95", "train_warmup_sel", "aggregate"}, exp.stdout
+    exp = run(["dvc", "exp", "run", "-n", "tweak", "-S", "sel.gamma_decay=0.5", "-S", "seeds=[42,43]"], project)
+    assert ran_stages(exp.stdout) == ({f"train_sel@{n}-42" for n in SEL_RUNS} | stages_of_seed(43)
+                                      | {"aggregate"}), exp.stdout
     client, runs = mlflow_runs(project)
-    assert len(runs["baseline"]) == len(runs["lottery"]) == 1
-    for name in ("sel95", "warmup_sel"):
+    assert len(runs["baseline"]) == len(runs["lottery"]) == 2  # seed 42's did not run again
+    for name in EPOCHS:
+        (new,) = [r for r in runs[name] if r.data.tags["seed"] == "43"]
+        assert new.info.run_name == f"{name}@43" and new.data.tags["dvc.exp_name"] == "tweak"
+    for name in SEL_RUNS:
         tagged = [r for r in runs[name] if r.data.tags.get("dvc.exp_name") == "tweak"]
-        assert len(tagged) == 1 and tagged[0].data.params["sel.gamma_decay"] == "0.5"
+        assert len(tagged) == 2 and {r.data.params["sel.gamma_decay"] for r in tagged} == {"0.5"}
+    summary = json.loads((project / "metrics" / "summary.json").read_text())
+    assert summary["seeds"] == [42, 43]
+    for e in summary["experiments"]:
+        test = e["metrics"]["test_full"]
+        assert test["n"] == 2 and test["ci_low"] <= test["mean"] <= test["ci_high"], e["experiment"]

@@ -60,8 +60,8 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_s
     set_params(project, {"data": {"source": str(longer_source)}, **LONGER,
                          "experiments": {**LONGER["experiments"], "baseline": {"epochs": 2}}})
     git_commit(project, "longer")
-    stage = f"train_{experiment}"
-    run(["dvc", "repro", "download", "sort", "calibrate"], project)
+    stage = f"train_{'dense' if experiment in ('baseline', 'lottery') else 'sel'}@{experiment}-42"
+    run(["dvc", "repro", "download", "sort@42", "calibrate@42"], project)
 
     proc = start(["dvc", "repro", stage], project)
     wait_for(lambda: checkpoint_done(project) >= kill_after or proc.poll() is not None, what="checkpoint")
@@ -71,13 +71,13 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_s
 
     client, (killed,) = named_runs(project, experiment)
     assert killed.info.status == "RUNNING"  # never told it was stopped
-    assert not (project / "metrics" / experiment / "history.csv").exists()
+    assert not (project / "metrics" / "runs" / experiment / "seed42" / "history.csv").exists()
 
     resumed = run(["dvc", "repro", stage], project)
     assert "resuming after epoch" in resumed.stderr + resumed.stdout
     client, (final,) = named_runs(project, experiment)
     assert final.info.run_id == killed.info.run_id and final.info.status == "FINISHED"
-    history = pd.read_csv(project / "metrics" / experiment / "history.csv")
+    history = pd.read_csv(project / "metrics" / "runs" / experiment / "seed42" / "history.csv")
     epochs = list(range(1, len(history) + 1))
     assert list(history["epoch"]) == epochs
     for key in ("test_full", "train_loss", "sparsity", "E_cat"):
@@ -88,26 +88,26 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_s
     reference = tmp_path / "reference"
     run(["git", "clone", "-q", str(project), str(reference)], tmp_path)
     run(["dvc", "repro", stage], reference)
-    expected = pd.read_csv(reference / "metrics" / experiment / "history.csv")
+    expected = pd.read_csv(reference / "metrics" / "runs" / experiment / "seed42" / "history.csv")
     pd.testing.assert_frame_equal(history.drop(columns="time_s"), expected.drop(columns="time_s"))
 
 
 def test_nan_loss_stops_the_run_naming_experiment_epoch_and_step(project):
     set_params(project, {"train": {"lr": 1e30}})
-    out = run(["dvc", "repro", "train_baseline"], project, check=False)
+    out = run(["dvc", "repro", "train_dense@baseline-42"], project, check=False)
     assert out.returncode != 0
     line = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
-    assert len(line) == 1 and "baseline: the loss became NaN or infinite at epoch 1" in line[0], out.stderr
+    assert len(line) == 1 and "baseline@42: the loss became NaN or infinite at epoch 1" in line[0], out.stderr
     assert ", step " in line[0] and "train.lr" in line[0]
     _, (failed,) = named_runs(project, "baseline")
     assert failed.info.status == "FAILED"
-    assert not (project / "metrics" / "baseline" / "history.csv").exists()
+    assert not (project / "metrics" / "runs" / "baseline").exists()
 
 
 def test_ctrl_c_marks_the_run_killed_and_keeps_the_checkpoint(project, longer_source):
     set_params(project, {"data": {"source": str(longer_source)}, **LONGER})
     run(["dvc", "repro", "download"], project)
-    proc = start([sys.executable, "-m", "pipeline.train", "lottery"], project)
+    proc = start([sys.executable, "-m", "pipeline.train", "dense", "lottery", "42"], project)
     wait_for(lambda: checkpoint_done(project) >= 1 or proc.poll() is not None, what="checkpoint")
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
@@ -128,7 +128,7 @@ def test_unreachable_tracking_server_fails_before_any_work(project):
     uri = f"http://127.0.0.1:{free_port()}"
     env = {**env_for_stages(), "MLFLOW_TRACKING_URI": uri}
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "pipeline.train", "sel95"], cwd=project, env=env,
+    out = subprocess.run([sys.executable, "-m", "pipeline.train", "sel", "sel95", "42"], cwd=project, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]  # one line, no traceback
@@ -156,10 +156,10 @@ def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
     client, by_name = mlflow_runs(project)
     runs = [r for group in by_name.values() for r in group]
     assert {k: len(v) for k, v in by_name.items()} == {
-        "baseline": 2, "lottery": 2, "sel95": 2, "warmup_sel": 2, "aggregate": 2}
+        "baseline": 2, "lottery": 2, "sel95": 2, "warmup_sel": 2, "sel_random_order": 2, "aggregate": 2}
     for r in runs:
         assert r.info.status == "FINISHED"
-        if r.info.run_name == "sel95":
+        if r.data.tags["experiment"] == "sel95":
             assert len(client.get_metric_history(r.info.run_id, "test_full")) == 5
     decays = sorted(r.data.params["sel.gamma_decay"] for r in by_name["sel95"])
     assert decays == ["0.1", "0.2"]
