@@ -22,7 +22,8 @@ from sel.cli import seed_arg, stage
 from sel.curriculum import Pools
 from sel.dataset import Cifar
 from sel.errors import SelError
-from sel.experiments import ExperimentRun, check_plan, make_trainer, needs_gamma, needs_pools, plan
+from sel.experiments import (ExperimentRun, check_plan, gamma_mode, make_trainer, needs_gamma, needs_pools,
+                             plan)
 from sel.figures import label, run_figure
 from sel.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.params import Experiment, Params, flatten, load_params
@@ -51,7 +52,7 @@ def logged_params(params: Params, name: str, spec: Experiment, seed: int) -> dic
     logged.update({f"exp.{k}": v for k, v in flatten(spec).items()})
     logged.update({"experiment": name, "seed": seed, "exp.mask": spec.masked,
                    "exp.loss_scaled_lr": spec.scaled_lr,
-                   "exp.gamma_mode": spec.gamma_mode or params.sel.gamma_mode if spec.masked else None})
+                   "exp.gamma_mode": gamma_mode(spec, params) if spec.masked else None})
     return logged
 
 
@@ -111,7 +112,8 @@ def main(argv=sys.argv[1:]):
     logged = {**logged_params(params, name, spec, seed), "n_params": run.n_params}
     if gamma is not None:
         logged["gamma"] = gamma
-    resolved = {"device": str(trainer.device), "precision": trainer.precision, "torch": torch.__version__}
+    resolved = {"device": str(trainer.device), "precision": trainer.precision,
+                "cuda_graphs": trainer.graphs is not None, "torch": torch.__version__}
     checkpoint = Checkpoint(f"{name}-seed{seed}", {**logged, **resolved}, inputs)
     tags = {**run_tags(name, provenance, str(trainer.device), trainer.precision), "seed": seed}
 
@@ -132,7 +134,7 @@ def main(argv=sys.argv[1:]):
                   f"{checkpoint.path}", file=sys.stderr)
         run.run(on_epoch=after_epoch)
         summary = {**run.summary(), "experiment": name, "seed": seed, "recipe": spec.recipe,
-                   "gamma": gamma, "device": str(trainer.device), "precision": trainer.precision,
+                   "gamma": gamma, **resolved,
                    "data_variant": provenance["variant"], "model_width": params.model.width,
                    "pretrained": params.model.pretrained, "mlflow_run_id": tracker.run_id}
         write_outputs(run_outputs(name, seed), run, summary,

@@ -7,8 +7,10 @@ on the same model width, batch size and device. Prints JSON.
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
 GFLOP/s beside a matmul peak measured on the same device; evaluation throughput of both; and
-the projected wall time of the full protocol and of `cpu-small` for both loops. `--compile`
-adds our step under torch.compile, `--profile` the share of each operator in our SEL step.
+the projected wall time of the full protocol and of `cpu-small` for both loops. On a CUDA device
+our step replayed from a CUDA graph too (`train.cuda_graphs`; a graph per step kind, captured in
+the warm-up, which is lengthened to hold it). `--compile` adds our step under torch.compile,
+`--profile` the share of each operator in our SEL step.
 """
 
 import argparse
@@ -27,6 +29,7 @@ from .dataset import Cifar, held_out_indices
 from .device import describe, native_bf16, resolve_device, resolve_precision
 from .experiments import plan
 from .flops import flops_per_image
+from .graphs import WARMUP_STEPS
 from .model import fresh_model
 from .params import ORIGINALS, Params
 from .protocols import PROTOCOLS, with_overrides
@@ -67,10 +70,10 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _ours(width, device, precision, data, use_compile=False):
+def _ours(width, device, precision, data, use_compile=False, cuda_graphs=False):
     return Trainer(fresh_model(0, width, False, 10), data, np.arange(100), device=device,
                    precision=precision, lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0,
-                   use_compile=use_compile)
+                   use_compile=use_compile, cuda_graphs=cuda_graphs)
 
 
 def _epoch(trainer, idx, update, gamma):
@@ -78,11 +81,16 @@ def _epoch(trainer, idx, update, gamma):
     return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0)
 
 
-def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False):
-    """(images per second, host syncs per step) of our loop; a compile happens in the warm-up."""
-    trainer = _ours(width, device, precision, data, use_compile)
-    idx = torch.arange(BATCH * steps, device=device)
+def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False,
+              cuda_graphs=False):
+    """(images per second, host syncs per step) of our loop; a compile or a capture happens in
+    the warm-up."""
+    trainer = _ours(width, device, precision, data, use_compile, cuda_graphs)
+    if cuda_graphs:
+        warmup = max(warmup, WARMUP_STEPS + 1)
+    idx = torch.arange(BATCH * max(steps, warmup), device=device)
     _epoch(trainer, idx[:BATCH * warmup], update, gamma).tolist()
+    idx = idx[:BATCH * steps]
     with SyncCounter() as counter:
         _epoch(trainer, idx[:BATCH * 3], update, gamma)
     _sync(device)
@@ -188,14 +196,18 @@ def protocol_work(params: Params, train_per_class: int, test_per_class: int) -> 
 def projected_seconds(work: dict, rates: dict) -> dict:
     """Wall time of a protocol from per-image rates (steady state: start-up costs not included)."""
     out = {}
-    for loop in ("ours", "original"):
+    for loop in ("ours", "graphed", "original"):
+        if f"{loop}_dense" not in rates:  # graphed: CUDA only
+            continue
         train = work["dense"] / rates[f"{loop}_dense"] + work["sel"] / rates[f"{loop}_sel"]
         per_eval = work["test_images"] + (work["held_out_images"] if loop == "original" else 0)
         evals = work["eval_epochs"] * per_eval
         if loop == "original":
             evals += work["original_extra_evals"] * work["test_images"]
-        out[loop] = train + evals / rates[f"{loop}_eval"]
+        out[loop] = train + evals / rates[f"{loop}_eval" if loop == "original" else "ours_eval"]
     out["ratio"] = out["original"] / out["ours"]
+    if "graphed" in out:
+        out["graphed_ratio"] = out["original"] / out["graphed"]
     return out
 
 
@@ -228,6 +240,12 @@ def main(argv=None):
                 "speedup": round(ours / orig, 2), "ours_syncs_per_step": ours_syncs,
                 "original_syncs_per_step": orig_syncs, "ours_gflops": round(ours * train_gflop, 1),
                 "original_gflops": round(orig * train_gflop, 1)})
+            if device.type == "cuda":
+                graphed, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
+                                       gamma, cuda_graphs=True)
+                rates[(width, f"graphed_{update}")] = graphed
+                report["cases"][-1].update({"ours_graphed_img_s": round(graphed, 1),
+                                            "graphed_speedup": round(graphed / orig, 2)})
             if args.compile:
                 compiled, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
                                         gamma, use_compile=True)

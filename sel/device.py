@@ -46,6 +46,20 @@ def resolve_compile(spec: str | bool, device: torch.device) -> bool:
     return spec is True
 
 
+def resolve_cuda_graphs(spec: str | bool, device: torch.device, compiled: bool) -> bool:
+    """`auto` is on for CUDA (the step replayed from a captured graph: see sel/graphs.py) unless
+    torch.compile is on, which captures in its own way; off elsewhere."""
+    if spec == "auto":
+        return device.type == "cuda" and not compiled
+    if spec and compiled:
+        raise SelError("params: train.cuda_graphs = true and train.compile = true: choose one "
+                       "(torch.compile's mode reduce-overhead captures graphs itself)")
+    if spec and device.type != "cuda":
+        raise SelError(f"params: train.cuda_graphs = true needs a CUDA device (train.device "
+                       f"resolves to {device})")
+    return spec
+
+
 def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
     """channels_last (NHWC), where convolutions run faster (a training step, fp32: width 64 on a
     2-core AVX-512 CPU 109 vs 86 img/s, width 16 on a 2-core AVX2 CPU 272 vs 224), except on a
@@ -66,9 +80,11 @@ def exact_fp32(device: torch.device) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast for forward passes, or nothing for fp32."""
+    """bf16 autocast for forward passes, or nothing for fp32. Without autocast's weight cache,
+    which a CUDA graph capture cannot hold and a training step does not reuse (each weight is
+    cast once per forward pass)."""
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 

@@ -20,7 +20,7 @@ import torch
 
 from .curriculum import Pools, stage_gamma
 from .dataset import Cifar, held_out_indices
-from .device import resolve_compile, resolve_device, resolve_precision
+from .device import resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
 from .errors import SelError
 from .flops import flops_per_image, proxy_flops
 from .model import fresh_model, n_params
@@ -65,13 +65,14 @@ def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int) -> Tr
     method's temperature, the others at `train.ec_temperature` (they read nothing of `sel`)."""
     device = resolve_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
+    compiled = resolve_compile(params.train.compile, device)
     model = fresh_model(seed, params.model.width, params.model.pretrained, len(data.classes))
     held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
     temperature = params.sel.temperature if spec.reads_sel else params.train.ec_temperature
     return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
                    batch_size=params.train.batch_size, eval_batch_size=params.train.eval_batch_size,
-                   seed=seed, use_compile=resolve_compile(params.train.compile, device),
-                   temperature=temperature)
+                   seed=seed, use_compile=compiled, temperature=temperature,
+                   cuda_graphs=resolve_cuda_graphs(params.train.cuda_graphs, device, compiled))
 
 
 def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | None) -> None:

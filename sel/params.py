@@ -77,6 +77,8 @@ class TrainParams:
     precision: str = _knob("auto", "auto | fp32 | bf16 (autocast)", _one_of("auto", "fp32", "bf16"))
     compile: str | bool = _knob("auto", "torch.compile: auto | true | false",
                                 _one_of("auto", True, False))
+    cuda_graphs: str | bool = _knob("auto", "capture the training step as a CUDA graph: auto (on "
+                                    "for CUDA) | true | false", _one_of("auto", True, False))
     eval_batch_size: int = _knob(1000, "evaluation batch size", _at_least(1))
     ec_temperature: float = _knob(1.5, "T of the E/C the dense runs (baseline, lottery) record; "
                                   "the SEL runs record theirs at sel.temperature",
@@ -292,6 +294,9 @@ def _build(cls, raw, prefix):
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
+        if key == "seed" and not prefix:
+            raise SelError("params: unknown key 'seed': it is now `seeds`, a list (seeds: [42], "
+                           "or -S 'seeds=[42,43,44]')")
         if key not in known:
             where = f"{prefix}.{key}" if prefix else key
             raise SelError(f"params: unknown key {where!r} (known: {', '.join(known) or 'none'})")

@@ -3,7 +3,8 @@
 The uint8 data lives on the training device; crop, flip and normalisation run there on whole
 batches; training sets are index tensors; nothing inside a step reads a value back to the host:
 loss, accuracy, E/C and sparsity accumulate on the device and are read once per epoch. The
-per-batch learning rate of SEL is a tensor that the fused Adam reads on the device.
+per-batch learning rate of SEL is a tensor that the fused Adam reads on the device. So the step
+can be captured as a CUDA graph and replayed (`sel/graphs.py`, `train.cuda_graphs`).
 """
 
 import copy
@@ -18,6 +19,7 @@ from .curriculum import epoch_order
 from .dataset import Cifar
 from .device import autocast, exact_fp32, memory_format
 from .embarrassment import class_counts, class_embarrassment
+from .graphs import StepGraphs
 from .prune import Mask, global_magnitude_mask
 from .sparsity import FlatGrads
 
@@ -56,7 +58,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data: Cifar, held_out: np.ndarray, *, device: torch.device,
                  precision: str, lr: float, batch_size: int, eval_batch_size: int, seed: int,
-                 temperature: float = 1.5, use_compile: bool = False):
+                 temperature: float = 1.5, use_compile: bool = False, cuda_graphs: bool = False):
         if precision == "fp32":
             exact_fp32(device)
         self.device, self.precision = device, precision
@@ -78,13 +80,23 @@ class Trainer:
         self.before = torch.empty_like(self.grads.flat)
         self.before_views = self.grads.views_like(self.before)
         self._target_sample = None
+        # what a step reads, at fixed addresses: its sums (`sums_layout`), gamma, its index
+        layout = sums_layout(self.n_classes)
+        self.sums = torch.zeros(layout["bad_step"].stop, device=device)
+        self.sum_parts = {name: self.sums[sl] for name, sl in layout.items()}
+        self.gamma = torch.zeros((), device=device)
+        self.step_index = torch.zeros((), device=device)
         self.mask: Mask | None = None
+        self.graphs = StepGraphs(self._step, device) if cuda_graphs else None
         self.optimizer = self.new_optimizer()
 
     def new_optimizer(self) -> torch.optim.Adam:
-        """Fused Adam: keeps its step count on the device and takes a tensor learning rate."""
+        """Fused Adam: keeps its step count on the device and takes a tensor learning rate
+        (`capturable` lets a CUDA graph hold its step)."""
+        if self.graphs is not None:
+            self.graphs.reset()
         lr = torch.tensor(self.base_lr, device=self.device)
-        return torch.optim.Adam(self.grads.params, lr=lr, fused=True)
+        return torch.optim.Adam(self.grads.params, lr=lr, fused=True, capturable=self.graphs is not None)
 
     def set_lr(self, lr: torch.Tensor | float) -> None:
         self.optimizer.param_groups[0]["lr"].copy_(torch.as_tensor(lr))
@@ -100,6 +112,9 @@ class Trainer:
         if state["mask"] is not None:
             self.mask = Mask(self.grads, state["mask"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.graphs is not None:  # the loaded state holds new tensors, and maybe capturable=False
+            self.optimizer.param_groups[0]["capturable"] = True
+            self.graphs.reset()
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
 
@@ -133,49 +148,61 @@ class Trainer:
         The learning rate is lr * (1 + lr_loss_scale * batch loss). Returns the sums over its
         steps, on the device (`sums_layout`; `unpack_sums` names them once read back)."""
         self.model.train()
-        n = self.n_classes
-        layout = sums_layout(n)
-        totals = torch.zeros(layout["bad_step"].stop, device=self.device)
-        t = {name: totals[sl] for name, sl in layout.items()}
-        t["bad_step"].fill_(-1)
-        params = self.grads.params
+        self.sums.zero_()
+        self.sum_parts["bad_step"].fill_(-1)
+        self.step_index.zero_()
+        if gamma is not None:
+            self.gamma.fill_(gamma)
         if not lr_loss_scale:
             self.set_lr(self.base_lr)
-        for step, batch in enumerate(epoch_order(indices, self.generator).split(self.batch_size)):
+        rule = (update, measure_ec, lr_loss_scale, target_sparsity)
+        for batch in epoch_order(indices, self.generator).split(self.batch_size):
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
-            with autocast(self.device, self.precision):
-                logits = self._forward(x, len(batch) == self.batch_size)
-            loss = F.cross_entropy(logits.float(), y)
-            # remember the first step whose loss is NaN or infinite, without reading it back
-            t["bad_step"].copy_(torch.where((t["bad_step"] < 0) & ~torch.isfinite(loss.detach()),
-                                            step, t["bad_step"]))
-            t["loss"].add_(loss.detach() * len(batch))
-            t["correct"].add_((logits.detach().argmax(1) == y).sum())
-            if measure_ec:
-                e, c = class_embarrassment(logits.detach(), y, n, self.temperature)
-                t["E"].add_(e)
-                t["C"].add_(c)
-            if lr_loss_scale:
-                self.set_lr(self.base_lr * (1 + lr_loss_scale * loss.detach()))
-            loss.backward()
-            if update == SEL:
-                threshold = self.target_gamma(target_sparsity) if target_sparsity is not None else gamma
-                t["sparsity"].add_(self.grads.mask_small(threshold))
-                t["gamma"].add_(threshold)
-            elif update == MASKED:
-                self.mask.apply_to_grads()
-                t["sparsity"].add_(self.mask.sparsity)
-            with torch.no_grad():
-                torch._foreach_copy_(self.before_views, params)
-            self.optimizer.step()
-            if update == MASKED:
-                self.mask.apply_to_weights()
-            with torch.no_grad():
-                torch._foreach_sub_(self.before_views, params)
-                t["changed"].add_(self.before.count_nonzero() / self.grads.numel)
-            self.grads.zero()
-        return totals
+            if self.graphs is not None and len(batch) == self.batch_size:
+                self.graphs.run(x, y, rule)
+            else:  # the last, smaller batch of an epoch runs eagerly
+                self._step(x, y, rule)
+        return self.sums.clone()
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, rule: tuple) -> None:
+        """One training step, adding to `self.sums`; reads nothing back to the host, and reads
+        no Python value that changes between steps of the same `rule` (a graph replays it)."""
+        update, measure_ec, lr_loss_scale, target_sparsity = rule
+        t = self.sum_parts
+        with autocast(self.device, self.precision):
+            logits = self._forward(x, len(y) == self.batch_size)
+        loss = F.cross_entropy(logits.float(), y)
+        # remember the first step whose loss is NaN or infinite, without reading it back
+        t["bad_step"].copy_(torch.where((t["bad_step"] < 0) & ~torch.isfinite(loss.detach()),
+                                        self.step_index, t["bad_step"]))
+        t["loss"].add_(loss.detach() * len(y))
+        t["correct"].add_((logits.detach().argmax(1) == y).sum())
+        if measure_ec:
+            e, c = class_embarrassment(logits.detach(), y, self.n_classes, self.temperature)
+            t["E"].add_(e)
+            t["C"].add_(c)
+        if lr_loss_scale:
+            self.set_lr(self.base_lr * (1 + lr_loss_scale * loss.detach()))
+        loss.backward()
+        if update == SEL:
+            threshold = self.target_gamma(target_sparsity) if target_sparsity is not None else self.gamma
+            t["sparsity"].add_(self.grads.mask_small(threshold))
+            t["gamma"].add_(threshold)
+        elif update == MASKED:
+            self.mask.apply_to_grads()
+            t["sparsity"].add_(self.mask.sparsity)
+        params = self.grads.params
+        with torch.no_grad():
+            torch._foreach_copy_(self.before_views, params)
+        self.optimizer.step()
+        if update == MASKED:
+            self.mask.apply_to_weights()
+        with torch.no_grad():
+            torch._foreach_sub_(self.before_views, params)
+            t["changed"].add_(self.before.count_nonzero() / self.grads.numel)
+        self.grads.zero()
+        self.step_index.add_(1)
 
     @torch.inference_mode()
     def evaluate(self) -> torch.Tensor:

@@ -23,7 +23,7 @@ from sel.dataset import Cifar, held_out_indices
 from sel.device import memory_format
 from sel.embarrassment import class_embarrassment
 from sel.flops import flops_per_image, proxy_flops
-from sel.model import build_model, fresh_model, n_params
+from sel.model import ResNet18, build_model, fresh_model, n_params
 from sel.prune import global_magnitude_mask, magnitude_threshold
 from sel.sorting import difficulty_order
 from sel.sparsity import FlatGrads
@@ -685,3 +685,31 @@ def test_flops_per_image_of_resnet18():
     assert evaluation == pytest.approx(1.11e9, rel=0.01)
     assert train == pytest.approx(3 * evaluation, rel=0.01)
     assert model.conv1.weight.device.type == "cpu" and torch.equal(model.conv1.weight, before)
+
+
+def test_resnet18_is_torchvisions_built_the_same_way():
+    """Our ResNet-18 (built without importing torchvision) against torchvision's, scaled the way
+    this project scaled it before: same names, same seeded weights, same outputs."""
+    from torchvision.models.resnet import BasicBlock as TvBlock, ResNet as TvResNet
+
+    class TorchvisionScaled(TvResNet):
+        def __init__(self, width):
+            self._width = width
+            super().__init__(TvBlock, [2, 2, 2, 2])
+
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+            if planes == 64:
+                self.inplanes = self._width
+            return super()._make_layer(block, planes * self._width // 64, blocks, stride, dilate)
+
+    for width in (8, 64):
+        torch.manual_seed(3)
+        ours = ResNet18(width)
+        torch.manual_seed(3)
+        theirs = TorchvisionScaled(width)
+        mine, ref = ours.state_dict(), theirs.state_dict()
+        assert list(mine) == list(ref)
+        for key in ref:
+            assert torch.equal(mine[key], ref[key]), key
+    x = torch.randn(2, 3, 64, 64)  # at width 64 the stem fits the first stage before build_model's swap
+    assert torch.equal(ours.eval()(x), theirs.eval()(x))

@@ -84,3 +84,10 @@ def test_unknown_key_is_refused(raw_change, named):
     raw_change(raw)
     with pytest.raises(SelError, match=f"unknown key '{named}'"):
         parse_params(raw)
+
+
+def test_the_old_seed_key_points_to_seeds():
+    raw = copy.deepcopy(RAW)
+    raw["seed"] = 43
+    with pytest.raises(SelError, match="unknown key 'seed': it is now `seeds`, a list"):
+        parse_params(raw)

@@ -10,9 +10,11 @@ import os
 import pickle
 import shlex
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from builders import (CLASSES, class_folder_files, encode, make_arrays, python_l
                       write_class_folder_tar, write_class_folders, write_python_archive, write_tar)
 from sel.dataset import Cifar, subsample
 from sel.errors import SelError
+from sel import sources
 from sel.sources import OFFICIAL_MD5, OFFICIAL_NAME, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -545,6 +548,8 @@ BAD_INPUTS = {
         f, IMG, _png_of(Image.new("RGBA", (32, 32))))), None), [IMG, "RGBA", "expected 32x32 RGB"]),
     "image-not-decoding": (lambda t: (_folders_with(t, lambda f: _replace_image(
         f, IMG, b"\x89PNG garbage, not an image")), None), [IMG, "does not decode"]),
+    "image-decompression-bomb": (lambda t: (_folders_with(t, lambda f: _replace_image(
+        f, IMG, _png_header_claiming(30000, 30000))), None), [IMG, "does not decode", "decompression bomb"]),
     "empty-test-split": (lambda t: (_folders_with(t, lambda f: _drop(f, "cifar10/test/")), None),
                          ["test split is empty"]),
     "two-top-folders": (lambda t: (_folders_with(t, lambda f: f.update(
@@ -562,6 +567,14 @@ BAD_INPUTS = {
                                 ["cannot read data_batch_1", "labels"]),
     "no-such-source": (lambda t: (t / "nowhere" / "cifar.tar.gz", None), ["no such file or folder", "nowhere"]),
 }
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (and whose data would not fill it)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
 
 STAGE_CASES = ["md5-mismatch", "truncated-tar-gz", "tar-cut-at-member", "garbage", "gzip-of-garbage",
                "missing-class-folder", "image-31x32", "image-not-decoding", "empty-test-split",
@@ -694,7 +707,8 @@ def member(name, kind=tarfile.REGTYPE, linkname=""):
     return info
 
 
-@pytest.mark.parametrize("name", ["../escape.png", "train/cat/../../../escape.png", "ABSOLUTE"])
+@pytest.mark.parametrize("name", ["../escape.png", "train/cat/../../../escape.png", "train/../escape.png",
+                                  "ABSOLUTE"])
 def test_tar_member_escaping_is_refused(tmp_path, name):
     work = tmp_path / "deep" / "work"
     work.mkdir(parents=True)
@@ -737,3 +751,25 @@ def test_folder_symlink_leaving_the_folder_is_refused(tmp_path, what):
     link.symlink_to(outside / "secret.png" if what == "file" else outside)
     message = fails(folder, tmp_path)
     assert "links outside the source folder" in message and link.name in message
+
+
+def test_images_decoded_in_worker_processes_are_those_decoded_here(tmp_path, monkeypatch):
+    arrays = make_arrays(5, 2)
+    archive = write_tar(tmp_path / "folders.tar.gz", class_folder_files(arrays, "png", "cifar10/"))
+    here, _ = read(archive, tmp_path)
+    monkeypatch.setattr(sources, "DECODE_CHUNK", 7)  # 70 images: 10 tasks over the worker processes
+    monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1})
+    in_workers, _ = read(archive, tmp_path)
+    for field in ("x_train", "y_train", "x_test", "y_test"):
+        assert np.array_equal(getattr(here, field), getattr(in_workers, field)), field
+    assert here.classes == in_workers.classes and len(here.y_train) == 50
+
+
+def test_an_image_failing_in_a_worker_process_is_named(tmp_path, monkeypatch):
+    files = class_folder_files(make_arrays(5, 2), "png", "cifar10/")
+    files["cifar10/train/dog/0003.png"] = b"\x89PNG garbage"
+    archive = write_tar(tmp_path / "bad.tar.gz", files)
+    monkeypatch.setattr(sources, "DECODE_CHUNK", 7)
+    monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1})
+    message = fails(archive, tmp_path)
+    assert "train/dog/0003.png" in message and "does not decode" in message, message

@@ -1,0 +1,34 @@
+"""`python -m sel.parallel`: the training stages side by side, recorded by DVC as `dvc repro` would."""
+
+import sys
+
+import yaml
+
+from conftest import git_commit, mlflow_runs, run, set_params
+
+EXPERIMENTS = ("baseline", "sel95")
+
+
+def test_parallel_runs_the_pipeline_with_training_stages_overlapping(project):
+    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"]}})
+    git_commit(project, "two experiments")
+    out = run([sys.executable, "-m", "sel.parallel", "-j", "2"], project)
+    assert "[parallel] done" in out.stdout, out.stdout[-2000:]
+    assert "[train_sel@sel95-42]" in out.stdout  # each stage's lines, prefixed with its name
+
+    # every stage recorded in dvc.lock, and nothing left for dvc to do
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    trained = {"train_dense@baseline-42", "train_sel@sel95-42"}
+    assert trained | {"download", "sort@42", "calibrate@42", "aggregate"} == set(lock)
+    assert "up to date" in run(["dvc", "status"], project).stdout
+    again = run(["dvc", "repro"], project).stdout
+    assert "Running stage" not in again, again
+
+    # one FINISHED MLflow run per experiment, and the two ran at the same time
+    _, runs = mlflow_runs(project)
+    spans = []
+    for name in EXPERIMENTS:
+        assert [r.info.status for r in runs[name]] == ["FINISHED"], name
+        spans.append((runs[name][0].info.start_time, runs[name][0].info.end_time))
+    (first, second) = sorted(spans)
+    assert second[0] < first[1], spans
