@@ -39,7 +39,10 @@ def dvc(*args: str) -> list[str]:
 
 
 def training_stages() -> list[str]:
-    out = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True, text=True)
+    try:
+        out = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SelError("dvc is not on PATH (pip install -e . in this environment)") from None
     if out.returncode:
         lines = (out.stderr or out.stdout).strip().splitlines() or ["no output"]
         raise SelError(f"dvc stage list failed: {lines[-1]}")

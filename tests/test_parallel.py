@@ -32,3 +32,10 @@ def test_parallel_runs_the_pipeline_with_training_stages_overlapping(project):
         spans.append((runs[name][0].info.start_time, runs[name][0].info.end_time))
     (first, second) = sorted(spans)
     assert second[0] < first[1], spans
+
+
+def test_parallel_outside_a_dvc_project_is_one_line(tmp_path):
+    out = run([sys.executable, "-m", "sel.parallel"], tmp_path, check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: dvc stage list failed:") and "not inside of a DVC repository" in lines[0]
