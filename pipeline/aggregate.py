@@ -1,6 +1,9 @@
 """Stage aggregate: metrics/runs/<experiment>/seed<N>/ of every experiment and seed in
-params.yaml -> metrics/summary.json, summary.md, summary.png, metrics/curves/<experiment>.csv
-(mean per epoch over seeds), and one MLflow run named `aggregate` holding them."""
+params.yaml -> metrics/summary.json, summary.md, summary.png and .svg, results.html (the results
+page), metrics/curves/<experiment>.csv (mean per epoch over seeds), metrics/plots/*.csv (the
+same, long, for `dvc plots`), and one MLflow run `aggregate` holding them, in an MLflow
+experiment of its own (`<mlflow.experiment>-aggregate`) so that it stays out of the training
+runs' tables and charts."""
 
 import json
 from pathlib import Path
@@ -11,7 +14,8 @@ from sel.cli import stage
 from sel.errors import SelError
 from sel.files import json_text, run_outputs, staged_outputs
 from sel.params import load_params
-from sel.report import markdown, mean_curves, summarise
+from sel.report import long_curves, markdown, mean_curves, summarise
+from sel.results_page import class_rows, write_results_page
 from sel.summary_figure import summary_figure
 from sel.tracking import Tracker, run_tags
 
@@ -31,41 +35,55 @@ def read_runs(names, seeds) -> tuple[dict, dict]:
     return summaries, histories
 
 
+def protocol(summaries: dict, seeds: list[int]) -> str:
+    """One line naming what was run: data, model, device, seeds and each experiment's epochs."""
+    first = summaries[next(iter(summaries))][seeds[0]]
+    epochs = ", ".join(f"{name} {by_seed[seeds[0]]['epochs']}" for name, by_seed in summaries.items())
+    return (f"Data: {first['data_variant']}; ResNet-18 width {first['model_width']}, pretrained "
+            f"{first['pretrained']}; device {first['device']}, precision {first['precision']}; "
+            f"seeds {', '.join(map(str, seeds))}; epochs recorded: {epochs}.")
+
+
 def mlflow_metrics(summary: dict) -> dict:
-    """`<experiment>.<metric>.<mean|sd|ci_low|ci_high|n>` and `attribution.<factor>.<...>`."""
+    """`<metric>/<experiment>.<mean|sd|ci_low|ci_high|n>` and `attribution/<factor>.<...>`:
+    MLflow's chart sections then hold one metric each, every experiment side by side."""
     out = {}
     for e in summary["experiments"]:
         for metric, stat in e["metrics"].items():
-            out.update({f"{e['experiment']}.{metric}.{k}": stat[k] for k in ("mean", "sd", "ci_low", "ci_high", "n")})
+            out.update({f"{metric}/{e['experiment']}.{k}": stat[k] for k in ("mean", "sd", "ci_low", "ci_high", "n")})
     for r in summary["attribution"]:
-        out.update({f"attribution.{r['factor']}.{k}": r["test_full"][k] for k in ("mean", "ci_low", "ci_high", "n")})
+        out.update({f"attribution/{r['factor']}.{k}": r["test_full"][k] for k in ("mean", "ci_low", "ci_high", "n")})
     return {k: v for k, v in out.items() if v is not None}
 
 
 @stage
 def main():
     params = load_params()
-    tracker = Tracker(params.mlflow.experiment)
+    tracker = Tracker(f"{params.mlflow.experiment}-aggregate")
     names, seeds = params.train_stages.names(), params.seeds
     summaries, histories = read_runs(names, seeds)
     summary = summarise(summaries, params.attribution)
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
-    first = summaries[names[0]][seeds[0]]
-    variant = first["data_variant"]
-    note = (f"Data: {variant}; model width {first['model_width']}, pretrained {first['pretrained']}; "
-            f"device {first['device']}, precision {first['precision']}.")
+    classes = [c.removeprefix("E_") for c in curves[names[0]][0].columns if c.startswith("E_")]
+    variant = summaries[names[0]][seeds[0]]["data_variant"]
+    caption = protocol(summaries, seeds)
     curve_files = [OUT / "curves" / f"{name}.csv" for name in curves]
-    with staged_outputs(OUT / "summary.json", OUT / "summary.md", OUT / "summary.png", *curve_files) as (js, md, png, *cs):
+    files = [OUT / f for f in ("summary.json", "summary.md", "summary.png", "summary.svg", "results.html",
+                               "plots/experiments.csv", "plots/classes.csv")]
+    with staged_outputs(*files, *curve_files) as (js, md, png, svg, page, lines, per_class, *cs):
         js.write_text(json_text({"data_variant": variant, **summary}))
-        md.write_text(markdown(summary, note))
-        summary_figure(curves, summary, png)
+        md.write_text(markdown(summary, caption))
+        summary_figure(curves, summary, caption, png, svg)
+        write_results_page(curves, summary, classes, caption, md.read_text(), page)
+        long_curves(curves).to_csv(lines, index=False)
+        class_rows(curves, classes).to_csv(per_class, index=False)
         for (mean, _), path in zip(curves.values(), cs):
             mean.to_csv(path, index=False)
     tracker.start("aggregate", {"data_variant": variant, "seeds": list(seeds), "experiments": list(names)},
                   run_tags("aggregate", {"variant": variant}, device=None, precision=None))
     with tracker.recording():
         tracker.log_metrics(mlflow_metrics(summary), step=0)
-        tracker.log_artifacts(OUT / "summary.json", OUT / "summary.md", OUT / "summary.png")
+        tracker.log_artifacts(*files[:5])
     print((OUT / "summary.md").read_text())
 
 

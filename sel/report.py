@@ -137,6 +137,13 @@ def mean_curves(histories: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.Da
     return mean, half
 
 
+def long_curves(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """Every experiment's mean curve in one table, named in an `experiment` column: the data of
+    `dvc plots`, whose templates colour by that column (one colour per experiment)."""
+    return pd.concat([mean[["epoch"]].assign(experiment=label(name)).join(mean.drop(columns="epoch"))
+                      for name, (mean, _) in curves.items()], ignore_index=True)
+
+
 def _half_width(x: np.ndarray) -> float:
     stat = describe(x)
     return 0.0 if stat["ci_high"] is None else stat["ci_high"] - stat["mean"]

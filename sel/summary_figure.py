@@ -1,5 +1,6 @@
-"""The benchmark's summary figure: mean curves over seeds with their 95% band, and accuracy
-against compute (proxy and executed) with error bars, one colour per experiment."""
+"""The benchmark's summary figure: mean curves over seeds with their 95% band, per-class E and C
+of SEL-95, and accuracy against compute (proxy and executed) with error bars, one colour per
+experiment; a caption names the protocol. Raster for the README, vector for print."""
 
 from pathlib import Path
 
@@ -16,21 +17,28 @@ CURVES = [("test_full", "test accuracy (full test set)"), ("test_100", "held-out
           ("params_changed", "weights changed per step"), ("gamma", "gamma (mean over steps)"),
           ("flops_proxy_T", "cumulative FLOPs, original's proxy (T)"),
           ("flops_executed_T", "cumulative FLOPs, executed (T)"), ("time_s", "wall time (s)")]
+# drawn last and dashed, so that a curve the baseline's matches (the lottery's) cannot hide it
+ON_TOP = {"baseline": {"ls": "--", "zorder": 5, "lw": 1.8}}
 
 
-def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, path: Path) -> None:
-    """`curves`: {experiment: (mean, half-width)} per epoch; `summary`: report.summarise's."""
-    fig, axes = plt.subplots(3, 4, figsize=(22, 13))
+def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, caption: str,
+                   png: Path, svg: Path) -> None:
+    """`curves`: {experiment: (mean, half-width)} per epoch; `summary`: report.summarise's;
+    `caption`: the protocol, printed under the title."""
+    fig, axes = plt.subplots(4, 4, figsize=(22, 17))
     colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
     colour = {name: colours(i) for i, name in enumerate(curves)}
-    for ax, (col, title) in zip(axes[:, :3].flat, CURVES):
+    for ax, (col, title) in zip(axes[:3, :3].flat, CURVES):
         for name, (mean, half) in curves.items():
-            ax.plot(mean["epoch"], mean[col], color=colour[name], label=label(name), lw=1.3)
+            style = {"lw": 1.3, **ON_TOP.get(name, {})}
+            ax.plot(mean["epoch"], mean[col], color=colour[name], label=label(name), **style)
             ax.fill_between(mean["epoch"], mean[col] - half[col], mean[col] + half[col],
                             color=colour[name], alpha=0.15, lw=0)
-        ax.set_title(title)
+        ax.set_title(title + (" (per epoch)" if col in ("sparsity", "params_changed") else ""))
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0, 0].legend(fontsize=8)
+    _class_panels(axes[3], curves, colour)
     panels = [("saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
               ("saved_executed_pct", "FLOPs saved, executed (%)"),
               ("flops_executed_T", "executed FLOPs (T)")]
@@ -44,11 +52,37 @@ def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("accuracy vs compute (95% intervals)")
-    seeds = ", ".join(map(str, summary["seeds"]))
-    fig.suptitle(f"Mean over seeds {seeds}; bands and bars: 95% confidence intervals (Student t)")
+    fig.suptitle("SEL benchmark: mean over seeds; bands and bars: 95% confidence intervals (Student t). "
+                 "Sparsity and weights changed: per epoch in the curves, mean over the masked epochs in "
+                 f"summary.md\n{caption}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=80, format="png")
+    fig.savefig(png, dpi=110, format="png")
+    fig.savefig(svg, format="svg")
     plt.close(fig)
+
+
+def _class_panels(axes, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], colour: dict) -> None:
+    """SEL-95's (else the first run's) E and C per class over its measured epochs, and the
+    last epoch's accuracy per class of every experiment."""
+    name = "sel95" if "sel95" in curves else next(iter(curves))
+    mean = curves[name][0]
+    classes = [c.removeprefix("E_") for c in mean.columns if c.startswith("E_")]
+    measured = mean[(mean[[f"E_{c}" for c in classes]] != 0).any(axis=1)]  # a warm-up records none
+    for ax, kind, what in ((axes[0], "E", "embarrassment E"), (axes[1], "C", "confidence C")):
+        for c in classes:
+            ax.plot(measured["epoch"], measured[f"{kind}_{c}"], label=c, lw=1)
+        ax.set_title(f"{label(name)}: {what} per class")
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].legend(fontsize=7, ncol=2)
+    ax = axes[2]
+    width = 0.8 / len(curves)
+    for i, (run, (m, _)) in enumerate(curves.items()):
+        ax.bar([k + i * width for k in range(len(classes))], [m[f"acc_{c}"].iloc[-1] for c in classes],
+               width, label=label(run), color=colour[run])
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes, rotation=45, fontsize=8)
+    ax.set_title("accuracy per class, last epoch (full test set)")
+    axes[3].axis("off")
 
 
 def _err(stat: dict, scale: float = 1) -> float | None:

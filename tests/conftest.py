@@ -14,7 +14,7 @@ from builders import make_arrays, write_class_folder_tar
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["sel", "pipeline", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",
-                 ".dvc/.gitignore"]
+                 ".dvc/.gitignore", ".dvc/plots"]
 
 TINY = {
     "data": {"train_per_class": None, "test_per_class": None, "held_out_per_class": 3},
@@ -86,12 +86,13 @@ def project(tmp_path, tiny_source) -> Path:
     return repo
 
 
-def mlflow_runs(repo: Path):
-    """(client, {experiment (its tag): [runs]}) of the project's default MLflow store."""
+def mlflow_runs(repo: Path, experiment: str = "sel-benchmark"):
+    """(client, {experiment (its tag): [runs]}) of an MLflow experiment (default: the training
+    runs; the aggregate's are in `sel-benchmark-aggregate`) in the project's default store."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("sel-benchmark")
+    experiment = client.get_experiment_by_name(experiment)
     by_name = {}
     for r in client.search_runs([experiment.experiment_id]):
         by_name.setdefault(r.data.tags.get("experiment"), []).append(r)

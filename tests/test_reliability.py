@@ -156,7 +156,9 @@ def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
     client, by_name = mlflow_runs(project)
     runs = [r for group in by_name.values() for r in group]
     assert {k: len(v) for k, v in by_name.items()} == {
-        "baseline": 2, "lottery": 2, "sel95": 2, "warmup_sel": 2, "sel_random_order": 2, "aggregate": 2}
+        "baseline": 2, "lottery": 2, "sel95": 2, "warmup_sel": 2, "sel_random_order": 2}
+    _, aggregates = mlflow_runs(project, "sel-benchmark-aggregate")
+    assert [r.info.status for r in aggregates["aggregate"]] == ["FINISHED"] * 2
     for r in runs:
         assert r.info.status == "FINISHED"
         if r.data.tags["experiment"] == "sel95":

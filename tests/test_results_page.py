@@ -1,0 +1,77 @@
+"""The aggregate's views of a run: the results page drawn in a real browser, offline; the
+summary figure in both formats; the long tables behind `dvc plots`."""
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from browser import drawn_charts, rendered_dom
+from builders import CLASSES
+from sel.report import long_curves, mean_curves, summarise
+from sel.results_page import charts, class_rows, stage_boundaries, write_results_page
+from sel.summary_figure import summary_figure
+
+RUNS = {"baseline": [0] * 3, "warmup_sel": [0, 1, 1, 2]}  # each run's stage per epoch
+
+
+def history(stages: list[int], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = len(stages)
+    row = {"epoch": np.arange(1, n + 1), "stage": stages, "train_acc": rng.uniform(0.2, 0.6, n),
+           "test_full": rng.uniform(0.2, 0.5, n), "test_100": rng.uniform(0.2, 0.5, n),
+           "sparsity": rng.uniform(0, 1, n), "params_changed": rng.uniform(0, 1, n),
+           "gamma": rng.uniform(0, 1e-3, n), "flops_proxy_T": np.cumsum(rng.uniform(0, 1, n)),
+           "flops_executed_T": np.cumsum(rng.uniform(1, 2, n)), "time_s": np.cumsum(rng.uniform(1, 2, n))}
+    for c in CLASSES:
+        measured = np.array(stages) > 0 if stages[-1] else np.ones(n, bool)  # warm-up: E = C = 0
+        row[f"acc_{c}"] = rng.uniform(0, 1, n)
+        row[f"E_{c}"] = np.where(measured, rng.uniform(1, 2, n), 0.0)
+        row[f"C_{c}"] = np.where(measured, rng.uniform(0, 0.2, n), 0.0)
+    return pd.DataFrame(row)
+
+
+def fixture():
+    histories = {name: {seed: history(stages, seed) for seed in (1, 2)} for name, stages in RUNS.items()}
+    summaries = {name: {seed: {"test_full": h.test_full.iloc[-1], "test_100": h.test_100.iloc[-1],
+                               "flops_proxy_T": h.flops_proxy_T.iloc[-1], "time_s": h.time_s.iloc[-1],
+                               "flops_executed_T": h.flops_executed_T.iloc[-1]}
+                        for seed, h in by_seed.items()} for name, by_seed in histories.items()}
+    curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
+    return curves, summarise(summaries, {})
+
+
+def test_results_page_draws_every_chart_offline(tmp_path):
+    curves, summary = fixture()
+    page = tmp_path / "results.html"
+    write_results_page(curves, summary, list(CLASSES), "protocol line", "| a | b |\n|---|---|\n| 1 | 2 |\n", page)
+    dom = rendered_dom(page)
+    assert 'id="errors"></pre>' in dom, dom[dom.find('id="errors"'):][:500]
+    n = len(charts(curves, summary, list(CLASSES)))
+    assert f'data-charts-done="{n}"' in dom
+    drawn = drawn_charts(dom)
+    assert len(drawn) == n
+    for svg in drawn:  # each chart has marks with geometry, not an empty frame
+        assert len(set(re.findall(r' d="M[^"]{20,}"', svg))) >= 3, svg[:300]
+    assert "Warmup+SEL" in dom and "protocol line" in dom and "<td>1</td>" in dom
+
+
+def test_warm_up_epochs_have_no_e_or_c_and_stage_boundaries_are_marked_once():
+    curves, _ = fixture()
+    rows = class_rows(curves, list(CLASSES))
+    warm = rows[(rows.experiment == "Warmup+SEL") & (rows.epoch == 1)]
+    assert warm.E.isna().all() and warm.C.isna().all() and warm.acc.notna().all()
+    assert rows[rows.experiment == "Baseline"].E.notna().all()
+    assert [b["at"] for b in stage_boundaries(curves)] == [1.5, 3.5]
+    lines = long_curves(curves)
+    assert list(lines.columns[:2]) == ["epoch", "experiment"]
+    assert sorted(set(lines.experiment)) == ["Baseline", "Warmup+SEL"] and len(lines) == 7
+
+
+def test_summary_figure_in_raster_and_vector_with_its_caption(tmp_path):
+    curves, summary = fixture()
+    png, svg = tmp_path / "s.png", tmp_path / "s.svg"
+    summary_figure(curves, summary, "seeds 1, 2; epochs recorded: baseline 3", png, svg)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
