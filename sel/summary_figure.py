@@ -2,6 +2,7 @@
 of SEL-95, and accuracy against compute (proxy and executed) with error bars, one colour per
 experiment; a caption names the protocol. Raster for the README, vector for print."""
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -52,10 +53,10 @@ def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("accuracy vs compute (95% intervals)")
-    fig.suptitle("SEL benchmark: mean over seeds; bands and bars: 95% confidence intervals (Student t). "
-                 "Sparsity and weights changed: per epoch in the curves, mean over the masked epochs in "
-                 f"summary.md\n{caption}", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill("SEL benchmark: mean over seeds; bands and bars: 95% confidence intervals "
+                               "(Student t). Sparsity and weights changed: per epoch in the curves, mean "
+                               f"over the masked epochs in summary.md. {caption}", 190), fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(png, dpi=110, format="png")
     fig.savefig(svg, format="svg")
     plt.close(fig)
