@@ -2,6 +2,7 @@
 the data inlined) that opens offline by a double click, with the original page's panels plus
 executed FLOPs, E/C per class, stage boundaries, seed bands and values on hover."""
 
+import html
 import json
 import math
 from pathlib import Path
@@ -251,9 +252,10 @@ def _table(markdown: str) -> str:
     rows = [line.strip().strip("|").split("|") for line in markdown.splitlines() if line.startswith("|")]
     head, body = rows[0], [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
     end = next((i for i, r in enumerate(body) if len(r) != len(head)), len(body))
-    cells = lambda r, tag: "".join(f"<{tag}>{c.strip()}</{tag}>" for c in r)  # noqa: E731
-    return ("<table><tr>" + cells(head, "th") + "</tr>"
-            + "".join("<tr>" + cells(r, "td") + "</tr>" for r in body[:end]) + "</table>")
+    def row(cells, tag):
+        return "<tr>" + "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in cells) + "</tr>"
+
+    return "<table>" + row(head, "th") + "".join(row(r, "td") for r in body[:end]) + "</table>"
 
 
 def write_results_page(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict,
@@ -261,7 +263,7 @@ def write_results_page(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], sum
     specs = charts(curves, summary, classes)
     scripts = "\n".join(f"<script>{(VENDOR / name).read_text()}</script>" for name in SCRIPTS)
     divs = "\n".join(f'<div class="chart" id="chart{i}"></div>' for i in range(len(specs)))
-    html = f"""<!DOCTYPE html>
+    page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -279,7 +281,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 </head>
 <body>
 <h1>SEL benchmark: results</h1>
-<p class="caption">{caption}</p>
+<p class="caption">{html.escape(caption)}</p>
 <p class="caption">Lines: mean over seeds; bands and bars: 95% confidence intervals (Student t).
 Dashed rules: stage boundaries. Hover a point for its values; click a legend entry to bring one
 experiment forward (shift-click for several).</p>
@@ -299,4 +301,4 @@ Promise.all(shown).then(() => document.body.setAttribute("data-charts-done", spe
 </body>
 </html>
 """
-    path.write_text(html)
+    path.write_text(page)
