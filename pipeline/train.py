@@ -22,18 +22,22 @@ from sel.cli import seed_arg, stage
 from sel.curriculum import Pools
 from sel.dataset import Cifar
 from sel.errors import SelError
-from sel.experiments import (ExperimentRun, check_plan, gamma_mode, make_trainer, needs_gamma, needs_pools,
-                             plan)
+from sel.experiments import (ExperimentRun, Phase, check_plan, gamma_mode, make_trainer, needs_gamma,
+                             needs_pools, plan)
 from sel.figures import label, run_figure
 from sel.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.params import Experiment, Params, flatten, load_params
-from sel.tracking import Tracker, run_tags
+from sel.tracking import Tracker, metric_key, run_tags
+from sel.training import DENSE
 
 USAGE = "python -m pipeline.train {dense,sel} EXPERIMENT SEED"
 
 
-def metrics(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k != "epoch"}
+def metrics(run: ExperimentRun, row: dict) -> dict:
+    """A history row as MLflow metrics; an epoch that measured no E/C (a warm-up's) logs none,
+    rather than the zeros its history row holds as the original's did."""
+    skip = ("epoch",) if run.phase_of(row).measure_ec else ("epoch", "E_", "C_")
+    return {metric_key(k): v for k, v in row.items() if not k.startswith(skip)}
 
 
 def experiment_for(params: Params, group: str, name: str) -> Experiment:
@@ -45,12 +49,16 @@ def experiment_for(params: Params, group: str, name: str) -> Experiment:
     return params.experiments[name]
 
 
-def logged_params(params: Params, name: str, spec: Experiment, seed: int) -> dict:
-    """What this run reads, under the same keys in every run: its recipe resolved (`exp.*`)."""
+def logged_params(params: Params, name: str, spec: Experiment, seed: int, phases: list[Phase]) -> dict:
+    """What this run reads, and under the same keys in every run: its recipe resolved (`exp.*`)
+    and its epochs (recorded, unrecorded pre-training, masked), whatever params set them."""
     sections = ["data", "model", "train"] + (["sel", "sort", "calibrate"] if spec.reads_sel else [])
     logged = {k: v for k, v in flatten(params).items() if k.split(".")[0] in sections}
     logged.update({f"exp.{k}": v for k, v in flatten(spec).items()})
-    logged.update({"experiment": name, "seed": seed, "exp.mask": spec.masked,
+    logged.update({"experiment": name, "seed": seed, "epochs": sum(p.epochs for p in phases if p.recorded),
+                   "pretrain_epochs": sum(p.epochs for p in phases if not p.recorded),
+                   "masked_epochs": sum(p.epochs for p in phases if p.recorded and p.update != DENSE),
+                   "exp.mask": spec.masked,
                    "exp.loss_scaled_lr": spec.scaled_lr,
                    "exp.gamma_mode": gamma_mode(spec, params) if spec.masked else None})
     return logged
@@ -69,7 +77,7 @@ def open_run(tracker: Tracker, run: ExperimentRun, state: dict | None, name: str
         tracker.start(name, params, tags)
     for row in run.rows:
         if held is None or row["epoch"] not in held:
-            tracker.log_metrics(metrics(row), step=row["epoch"])
+            tracker.log_metrics(metrics(run, row), step=row["epoch"])
 
 
 def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
@@ -109,7 +117,7 @@ def main(argv=sys.argv[1:]):
     check_plan(name, spec, phases, pools)
     trainer = make_trainer(params, data, spec, seed)
     run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes)
-    logged = {**logged_params(params, name, spec, seed), "n_params": run.n_params}
+    logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
     if gamma is not None:
         logged["gamma"] = gamma
     resolved = {"device": str(trainer.device), "precision": trainer.precision,
@@ -123,7 +131,7 @@ def main(argv=sys.argv[1:]):
     def after_epoch(run, row):
         save_checkpoint()
         if row:
-            tracker.log_metrics(metrics(row), step=row["epoch"])
+            tracker.log_metrics(metrics(run, row), step=row["epoch"])
 
     state = checkpoint.load(trainer.device)
     with tracker.recording():

@@ -229,12 +229,16 @@ class ExperimentRun:
         self.done, self.rows, self.totals = state["done"], state["rows"], state["totals"]
         self.trainer.load_state_dict(state["trainer"])
 
+    def phase_of(self, row: dict) -> Phase:
+        """The phase a history row's epoch ran in."""
+        return [phase for phase, _ in self.schedule if phase.recorded][row["epoch"] - 1]
+
     def summary(self) -> dict:
         """The run's final figures (the last recorded epoch) and totals."""
         last = self.rows[-1] if self.rows else {}
         # sparsity and changed weights over the masked epochs (a warm-up's dense epochs would
         # dilute them), over every epoch when none is masked
-        updates = [phase.update for phase, _ in self.schedule if phase.recorded][:len(self.rows)]
+        updates = [self.phase_of(row).update for row in self.rows]
         masked = [r for r, u in zip(self.rows, updates) if u != DENSE] or self.rows
         return {
             "experiment": self.name,

@@ -18,6 +18,23 @@ from .files import project_root
 
 DEFAULT_DB = "mlflow.db"
 
+# MLflow's chart view groups metrics by the part of their key before "/": each history column is
+# logged under its section, so accuracy, compute, sparsity and the per-class E, C and accuracy
+# sit apart, with the column's own name after it (per class: the class).
+SECTIONS = {"test_full": "acc", "test_100": "acc", "train_acc": "acc", "train_loss": "loss",
+            "flops_proxy_T": "compute", "flops_executed_T": "compute", "flops_eval_T": "compute",
+            "time_s": "compute", "sparsity": "sparsity", "params_changed": "sparsity",
+            "gamma": "sparsity", "stage": "schedule"}
+PER_CLASS = {"acc_": "class_acc", "E_": "E", "C_": "C"}
+
+
+def metric_key(column: str) -> str:
+    """The MLflow key of a history column: `acc/test_full`, `compute/time_s`, `E/cat`."""
+    for prefix, section in PER_CLASS.items():
+        if column.startswith(prefix):
+            return f"{section}/{column.removeprefix(prefix)}"
+    return f"{SECTIONS[column]}/{column}"
+
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / DEFAULT_DB}"
@@ -108,7 +125,7 @@ class Tracker:
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
-        return {m.step for m in self.client.get_metric_history(run_id, "test_full")}
+        return {m.step for m in self.client.get_metric_history(run_id, metric_key("test_full"))}
 
     def start(self, run_name: str, params: dict, tags: dict) -> str:
         from mlflow.entities import Param

@@ -10,6 +10,7 @@ import pandas as pd
 from browser import drawn_charts, rendered_dom
 from builders import CLASSES
 from conftest import git_commit, mlflow_runs, run
+from sel.tracking import metric_key
 
 EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5}
 SEL_RUNS = ("sel95", "warmup_sel", "sel_random_order")
@@ -41,12 +42,16 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
         assert r.data.tags["data.variant"] == "class-folders:tiny-cifar.tar.gz"
         assert len(r.data.tags["data.sha256"]) == 64
         for key in PER_EPOCH:
-            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
-            assert sorted(steps) == list(range(1, epochs + 1)), (name, key, steps)
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, metric_key(key))]
+            first = 2 if name == "warmup_sel" and key.startswith(("E_", "C_")) else 1  # warm-up: no E/C
+            assert sorted(steps) == list(range(first, epochs + 1)), (name, key, steps)
+        assert {"acc/test_full", "compute/flops_executed_T", "sparsity/sparsity", "E/cat", "class_acc/cat"} <= set(r.data.metrics)
+        assert r.data.params["epochs"] == str(epochs) and "pretrain_epochs" in r.data.params
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"history.csv", "summary.json", f"{name}@42.png"} <= artifacts
         history = pd.read_csv(project / "metrics" / "runs" / name / "seed42" / "history.csv")
         assert len(history) == epochs and set(PER_EPOCH) <= set(history.columns)
+    assert runs["lottery"][0].data.params["pretrain_epochs"] == "1"
     assert runs["sel95"][0].data.params["exp.recipe"] == "curriculum"
     assert "sel.gamma_decay" in runs["sel95"][0].data.params
     assert "sel.gamma_decay" not in runs["baseline"][0].data.params

@@ -15,6 +15,7 @@ import torch
 
 from builders import make_arrays, write_class_folder_tar
 from conftest import env_for_stages, git_commit, mlflow_runs, run, set_params
+from sel.tracking import metric_key
 
 # enough images that an epoch takes a moment, so the kill lands mid-epoch
 LONGER = {"experiments": {"lottery": {"pretrain_epochs": 2, "epochs": 4}},
@@ -81,7 +82,7 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_s
     epochs = list(range(1, len(history) + 1))
     assert list(history["epoch"]) == epochs
     for key in ("test_full", "train_loss", "sparsity", "E_cat"):
-        assert sorted(m.step for m in client.get_metric_history(final.info.run_id, key)) == epochs, key
+        assert sorted(m.step for m in client.get_metric_history(final.info.run_id, metric_key(key))) == epochs, key
     assert not list((project / "checkpoints").glob("*.pt"))  # a finished stage leaves none
 
     # the same configuration, never interrupted, in a second copy of the project
@@ -162,6 +163,6 @@ def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
     for r in runs:
         assert r.info.status == "FINISHED"
         if r.data.tags["experiment"] == "sel95":
-            assert len(client.get_metric_history(r.info.run_id, "test_full")) == 5
+            assert len(client.get_metric_history(r.info.run_id, "acc/test_full")) == 5
     decays = sorted(r.data.params["sel.gamma_decay"] for r in by_name["sel95"])
     assert decays == ["0.1", "0.2"]
