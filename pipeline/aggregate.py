@@ -14,7 +14,7 @@ from sel.cli import stage
 from sel.errors import SelError
 from sel.files import json_text, run_outputs, staged_outputs
 from sel.params import load_params
-from sel.report import long_curves, markdown, mean_curves, summarise
+from sel.report import classes_of, long_curves, markdown, mean_curves, summarise
 from sel.results_page import class_rows, write_results_page
 from sel.summary_figure import summary_figure
 from sel.tracking import Tracker, run_tags
@@ -64,7 +64,7 @@ def main():
     summaries, histories = read_runs(names, seeds)
     summary = summarise(summaries, params.attribution)
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
-    classes = [c.removeprefix("E_") for c in curves[names[0]][0].columns if c.startswith("E_")]
+    classes = classes_of(curves[names[0]][0])
     variant = summaries[names[0]][seeds[0]]["data_variant"]
     caption = protocol(summaries, seeds)
     curve_files = [OUT / "curves" / f"{name}.csv" for name in curves]

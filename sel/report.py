@@ -137,6 +137,16 @@ def mean_curves(histories: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.Da
     return mean, half
 
 
+def classes_of(curve: pd.DataFrame) -> list[str]:
+    """The class names of a history or curve, from its E_<class> columns."""
+    return [c.removeprefix("E_") for c in curve.columns if c.startswith("E_")]
+
+
+def ec_measured(curve: pd.DataFrame) -> pd.Series:
+    """Which epochs measured E and C: a warm-up's record 0 for every class."""
+    return (curve[[f"E_{c}" for c in classes_of(curve)]] != 0).any(axis=1)
+
+
 def long_curves(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
     """Every experiment's mean curve in one table, named in an `experiment` column: the data of
     `dvc plots`, whose templates colour by that column (one colour per experiment)."""

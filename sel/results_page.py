@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import label
+from .report import ec_measured
 
 VENDOR = Path(__file__).parent / "vendor"
 SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
@@ -62,8 +63,7 @@ def class_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], classes: li
         for c in classes:
             part = pd.DataFrame({"epoch": mean["epoch"], "experiment": label(name), "class": c,
                                  "E": mean[f"E_{c}"], "C": mean[f"C_{c}"], "acc": mean[f"acc_{c}"]})
-            unmeasured = (mean[[f"E_{k}" for k in classes]] == 0).all(axis=1)
-            part.loc[unmeasured, ["E", "C"]] = float("nan")
+            part.loc[~ec_measured(mean), ["E", "C"]] = float("nan")
             parts.append(part)
     return pd.concat(parts, ignore_index=True)
 

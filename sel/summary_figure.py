@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .figures import label  # noqa: E402
+from .report import classes_of, ec_measured  # noqa: E402
 
 CURVES = [("test_full", "test accuracy (full test set)"), ("test_100", "held-out accuracy"),
           ("train_acc", "train accuracy"), ("sparsity", "gradient entries zeroed per step"),
@@ -67,8 +68,8 @@ def _class_panels(axes, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], co
     last epoch's accuracy per class of every experiment."""
     name = "sel95" if "sel95" in curves else next(iter(curves))
     mean = curves[name][0]
-    classes = [c.removeprefix("E_") for c in mean.columns if c.startswith("E_")]
-    measured = mean[(mean[[f"E_{c}" for c in classes]] != 0).any(axis=1)]  # a warm-up records none
+    classes = classes_of(mean)
+    measured = mean[ec_measured(mean)]
     for ax, kind, what in ((axes[0], "E", "embarrassment E"), (axes[1], "C", "confidence C")):
         for c in classes:
             ax.plot(measured["epoch"], measured[f"{kind}_{c}"], label=c, lw=1)
