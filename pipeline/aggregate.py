@@ -14,7 +14,7 @@ from sel.cli import stage
 from sel.errors import SelError
 from sel.files import json_text, run_outputs, staged_outputs
 from sel.params import load_params
-from sel.report import classes_of, long_curves, markdown, mean_curves, summarise
+from sel.report import classes_of, long_curves, markdown, mean_curves, mlflow_metrics, summarise
 from sel.results_page import class_rows, write_results_page
 from sel.summary_figure import summary_figure
 from sel.tracking import Tracker, run_tags
@@ -42,18 +42,6 @@ def protocol(summaries: dict, seeds: list[int]) -> str:
     return (f"Data: {first['data_variant']}; ResNet-18 width {first['model_width']}, pretrained "
             f"{first['pretrained']}; device {first['device']}, precision {first['precision']}; "
             f"seeds {', '.join(map(str, seeds))}; epochs recorded: {epochs}.")
-
-
-def mlflow_metrics(summary: dict) -> dict:
-    """`<metric>/<experiment>.<mean|sd|ci_low|ci_high|n>` and `attribution/<factor>.<...>`:
-    MLflow's chart sections then hold one metric each, every experiment side by side."""
-    out = {}
-    for e in summary["experiments"]:
-        for metric, stat in e["metrics"].items():
-            out.update({f"{metric}/{e['experiment']}.{k}": stat[k] for k in ("mean", "sd", "ci_low", "ci_high", "n")})
-    for r in summary["attribution"]:
-        out.update({f"attribution/{r['factor']}.{k}": r["test_full"][k] for k in ("mean", "ci_low", "ci_high", "n")})
-    return {k: v for k, v in out.items() if v is not None}
 
 
 @stage

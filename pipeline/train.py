@@ -27,17 +27,18 @@ from sel.experiments import (ExperimentRun, Phase, check_plan, gamma_mode, make_
 from sel.figures import label, run_figure
 from sel.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.params import Experiment, Params, flatten, load_params
-from sel.tracking import Tracker, metric_key, run_tags
+from sel.tracking import Tracker, run_tags
 from sel.training import DENSE
 
 USAGE = "python -m pipeline.train {dense,sel} EXPERIMENT SEED"
 
 
 def metrics(run: ExperimentRun, row: dict) -> dict:
-    """A history row as MLflow metrics; an epoch that measured no E/C (a warm-up's) logs none,
-    rather than the zeros its history row holds as the original's did."""
-    skip = ("epoch",) if run.phase_of(row).measure_ec else ("epoch", "E_", "C_")
-    return {metric_key(k): v for k, v in row.items() if not k.startswith(skip)}
+    """A history row as MLflow metrics (its columns are already `section/name`, which MLflow's
+    chart view groups by); an epoch that measured no E/C (a warm-up's) logs none, rather than
+    the zeros its history row holds as the original's did."""
+    skip = ("epoch",) if run.phase_of(row).measure_ec else ("epoch", "E/", "C/")
+    return {k: v for k, v in row.items() if not k.startswith(skip)}
 
 
 def experiment_for(params: Params, group: str, name: str) -> Experiment:
@@ -114,7 +115,7 @@ def main(argv=sys.argv[1:]):
         inputs.append(seed_data(seed) / "gamma.json")
         gamma = json.loads(inputs[-1].read_text())["gamma"]
     phases = plan(spec, params, len(data.y_train), pools, gamma)
-    check_plan(name, spec, phases, pools)
+    check_plan(name, spec, phases, pools, params.train.batch_size)
     trainer = make_trainer(params, data, spec, seed)
     run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes)
     logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
@@ -148,9 +149,9 @@ def main(argv=sys.argv[1:]):
         write_outputs(run_outputs(name, seed), run, summary,
                       f"{label(name)}, seed {seed} ({provenance['variant']})", tracker)
     checkpoint.remove()
-    print(f"{run.name}: test {summary['test_full']:.2%}, held-out {summary['test_100']:.2%}, "
-          f"{summary['time_s']:.0f}s, proxy {summary['flops_proxy_T']:.3g} TFLOPs, "
-          f"executed {summary['flops_executed_T']:.3g} TFLOPs")
+    print(f"{run.name}: test {summary['acc/test_full']:.2%}, held-out {summary['acc/test_100']:.2%}, "
+          f"{summary['compute/time_s']:.0f}s, proxy {summary['compute/flops_proxy_T']:.3g} TFLOPs, "
+          f"executed {summary['compute/flops_executed_T']:.3g} TFLOPs")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,17 @@
 
 One file per experiment and configuration under `checkpoints/` at the project root (so a run in a
 `dvc exp run --temp` copy finds it again), named by a fingerprint of everything the run depends
-on: its params, the bytes of its inputs and of the library. Written atomically after every epoch,
-read with `weights_only=True` (no code can run from it), removed once the stage has finished.
-While one process trains a configuration it holds the file's lock; a second process training
-the same configuration at the same time (two queued experiments sharing the baseline, say)
-keeps no checkpoint rather than wait or collide.
+on: its params, the bytes of its inputs and of the library. Written atomically after every epoch
+with a SHA-256 of its bytes, read with `weights_only=True` (no code can run from it) and only
+once the digest and the keys the stage reads back check out; removed, with its lock file, once
+the stage has finished. While one process trains a configuration it holds the lock file's lock;
+a second process training the same configuration at the same time (two queued experiments
+sharing the baseline, say) keeps no checkpoint rather than wait or collide.
 """
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import sys
@@ -18,9 +20,12 @@ from pathlib import Path
 
 import torch
 
-from .files import anchored
+from .files import anchored, remove_stale_partials
 
-FORMAT = 1
+FORMAT = 2
+# what pipeline/train.py reads back: its own keys, ExperimentRun's and Trainer's state_dict
+REQUIRED = {"mlflow_run_id": {}, "run": {"done": {}, "rows": {}, "totals": {}, "trainer": {
+    "model": {}, "optimizer": {}, "mask": {}, "generator": {}, "torch_rng": {}}}}
 
 
 def _file_digest(path: Path) -> str:
@@ -40,6 +45,82 @@ def fingerprint(experiment: str, params: dict, inputs: list[Path]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _trailer(body: bytes) -> bytes:
+    """The end of a sealed file after `body`: a zip comment (its length, then the text) holding
+    the SHA-256 of everything before it."""
+    comment = b"sha256:" + hashlib.sha256(body).hexdigest().encode()
+    return len(comment).to_bytes(2, "little") + comment
+
+
+_TRAILER = len(_trailer(b""))
+
+
+def _seal(path: Path) -> None:
+    """Put the SHA-256 of a torch.save archive into its zip comment: the file stays a plain
+    torch file, yet a load can tell whether any byte of it changed."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        if data[-22:-18] != b"PK\x05\x06" or data[-2:] != b"\0\0":
+            raise ValueError(f"{path}: not a zip archive without comment, as torch.save writes")
+        f.seek(len(data) - 2)  # the end record's comment length, the file's last two bytes
+        f.write(_trailer(data[:-2]))
+
+
+def _missing(state, required: dict, where: str = "") -> str | None:
+    """The first key path of `required` that `state` lacks, so a checkpoint of another layout is
+    turned down here, naming its file, rather than fail in the caller on every rerun."""
+    for key, inner in required.items():
+        if not isinstance(state, dict) or key not in state:
+            return where + key
+        if missing := _missing(state[key], inner, f"{where}{key}."):
+            return missing
+    return None
+
+
+class _Untrusted(Exception):
+    """A checkpoint there but not to resume from; the message says why."""
+
+
+def _read(path: Path, device: torch.device) -> dict:
+    data = path.read_bytes()
+    if data[-_TRAILER:] != _trailer(data[:-_TRAILER]):
+        raise _Untrusted("checksum mismatch")
+    try:
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except Exception as e:
+        raise _Untrusted(f"unreadable ({type(e).__name__})") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise _Untrusted(f"not a format-{FORMAT} checkpoint")
+    if missing := _missing(state, REQUIRED):
+        raise _Untrusted(f"no {missing!r} in it")
+    return state
+
+
+def _same_file(f, path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _locked(path: Path):
+    """The lock file at `path`, opened and locked, or None while another process holds it.
+    A finishing process unlinks the file while it still holds the lock, so the file locked may
+    be one no longer on disk: then lock afresh, until it is the one at `path`."""
+    while True:
+        f = open(path, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        if _same_file(f, path):
+            return f
+        f.close()
+
+
 class Checkpoint:
     """The checkpoint file of one experiment configuration, held locked while training."""
 
@@ -47,36 +128,47 @@ class Checkpoint:
         folder = folder or anchored("checkpoints")
         folder.mkdir(parents=True, exist_ok=True)
         self.path: Path | None = folder / f"{experiment}-{fingerprint(experiment, params, inputs)}.pt"
-        self._lock = open(self.path.with_suffix(".lock"), "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        self._lock_path = self.path.with_suffix(".lock")
+        self._lock = _locked(self._lock_path)
+        if self._lock is None:
             print(f"[{experiment}] the same configuration is training in another process; "
                   f"this one keeps no checkpoint", file=sys.stderr, flush=True)
-            self._lock.close()
             self.path = None
+        else:
+            remove_stale_partials(folder, self._partial_prefix())
+
+    def _partial_prefix(self) -> str:
+        return self.path.name + ".partial-"
 
     def load(self, device: torch.device) -> dict | None:
+        """The saved state, or None to start afresh: none saved, or one not to be trusted, which
+        is removed so that no rerun stumbles on it again."""
         if self.path is None or not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location=device, weights_only=True)
-        except Exception as e:  # unreadable or not ours: start afresh rather than trust it
-            print(f"ignoring unreadable checkpoint {self.path} ({type(e).__name__})", file=sys.stderr,
-                  flush=True)
+            return _read(self.path, device)
+        except (OSError, _Untrusted) as e:
+            print(f"ignoring checkpoint {self.path}: {e}; starting afresh", file=sys.stderr, flush=True)
+            self.path.unlink(missing_ok=True)
             return None
-        return state if isinstance(state, dict) and state.get("format") == FORMAT else None
 
     def save(self, state: dict) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + f".partial-{os.getpid()}")
+        tmp = self.path.with_name(self._partial_prefix() + str(os.getpid()))
         try:
             torch.save({**state, "format": FORMAT}, tmp)
+            _seal(tmp)
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
 
     def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        """Once the stage has finished: the checkpoint and its lock file go, the lock file while
+        still locked (see `_locked`), and this object saves no more."""
+        if self.path is None:
+            return
+        self.path.unlink(missing_ok=True)
+        self._lock_path.unlink(missing_ok=True)
+        self._lock.close()
+        self.path = None

@@ -75,8 +75,9 @@ def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int) -> Tr
                    cuda_graphs=resolve_cuda_graphs(params.train.cuda_graphs, device, compiled))
 
 
-def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | None) -> None:
-    """What the data and params must allow, checked before any training."""
+def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | None, batch_size: int) -> None:
+    """What the data and params must allow, checked before any training; a phase of one batch
+    (one optimizer step per epoch) is allowed but said."""
     if spec.recipe == "curriculum" and spec.warmup_epochs:
         k = spec.warmup_per_class
         if k > pools.counts.min():
@@ -86,6 +87,9 @@ def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | 
         if phase.epochs and len(phase.indices) == 0:
             raise SelError(f"{name}: {phase.name} has no training images (too few images per class "
                            f"for its window; raise data.train_per_class or widen sel.stages)")
+        if phase.epochs and 0 < len(phase.indices) <= batch_size:
+            print(f"warning: {name}: {phase.name} has {len(phase.indices)} training images, no more than "
+                  f"train.batch_size = {batch_size}: one optimizer step per epoch", file=sys.stderr)
     if not any(phase.epochs and phase.recorded for phase in phases):
         raise SelError(f"{name}: no epoch to record; give it epochs "
                        f"(experiments.{name}.*, or sel.epochs_per_stage)")
@@ -193,15 +197,17 @@ class ExperimentRun:
         t["flops_executed"] += self.train_flops * images
         t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
         t["time_s"] += seconds
-        row = {"epoch": len(self.rows) + 1, "stage": phase.stage,
-               "train_acc": train["correct"] / images, "train_loss": train["loss"] / images,
-               "test_full": ev["test_full"], "test_100": ev["test_100"],
-               "flops_proxy_T": t["flops_proxy"] / 1e12, "flops_executed_T": t["flops_executed"] / 1e12,
-               "flops_eval_T": t["flops_eval"] / 1e12, "time_s": t["time_s"], "sparsity": sparsity,
-               "params_changed": train["changed"] / steps, "gamma": train["gamma"] / steps}
-        row.update({f"acc_{name}": a for name, a in zip(self.classes, ev["per_class"])})
-        row.update({f"E_{name}": v / steps for name, v in zip(self.classes, train["E"])})
-        row.update({f"C_{name}": v / steps for name, v in zip(self.classes, train["C"])})
+        row = {"epoch": len(self.rows) + 1, "schedule/stage": phase.stage,
+               "acc/train_acc": train["correct"] / images, "loss/train_loss": train["loss"] / images,
+               "acc/test_full": ev["test_full"], "acc/test_100": ev["test_100"],
+               "compute/flops_proxy_T": t["flops_proxy"] / 1e12,
+               "compute/flops_executed_T": t["flops_executed"] / 1e12,
+               "compute/flops_eval_T": t["flops_eval"] / 1e12, "compute/time_s": t["time_s"],
+               "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / steps,
+               "sparsity/gamma": train["gamma"] / steps}
+        row.update({f"class_acc/{name}": a for name, a in zip(self.classes, ev["per_class"])})
+        row.update({f"E/{name}": v / steps for name, v in zip(self.classes, train["E"])})
+        row.update({f"C/{name}": v / steps for name, v in zip(self.classes, train["C"])})
         return row
 
     def _report(self, phase: Phase, k: int, row: dict | None, seconds: float) -> None:
@@ -214,9 +220,10 @@ class ExperimentRun:
         if row is None:
             what = "(pre-training, not recorded)"
         else:
-            what = f"test {row['test_full']:.1%} held-out {row['test_100']:.1%} train {row['train_acc']:.1%}"
+            what = (f"test {row['acc/test_full']:.1%} held-out {row['acc/test_100']:.1%} "
+                    f"train {row['acc/train_acc']:.1%}")
             if phase.update != DENSE:
-                what += f" sparsity {row['sparsity']:.1%}"
+                what += f" sparsity {row['sparsity/sparsity']:.1%}"
         print(f"[{self.name}] epoch {self.done}/{len(self.schedule)} {phase.name} {k + 1}/{phase.epochs}: "
               f"{what} | {seconds:.1f}s, elapsed {_clock(self.totals['wall_s'])}, left ~{_clock(eta)}",
               file=self.out, flush=True)
@@ -243,15 +250,16 @@ class ExperimentRun:
         return {
             "experiment": self.name,
             "epochs": len(self.rows),
-            "test_full": last.get("test_full"),
-            "test_100": last.get("test_100"),
-            "train_acc": last.get("train_acc"),
-            "flops_proxy_T": self.totals["flops_proxy"] / 1e12,
-            "flops_executed_T": self.totals["flops_executed"] / 1e12,
-            "flops_eval_T": self.totals["flops_eval"] / 1e12,
-            "time_s": self.totals["time_s"],
-            "sparsity": float(np.mean([r["sparsity"] for r in masked])) if masked else 0.0,
-            "params_changed": float(np.mean([r["params_changed"] for r in masked])) if masked else 0.0,
+            "acc/test_full": last.get("acc/test_full"),
+            "acc/test_100": last.get("acc/test_100"),
+            "acc/train_acc": last.get("acc/train_acc"),
+            "compute/flops_proxy_T": self.totals["flops_proxy"] / 1e12,
+            "compute/flops_executed_T": self.totals["flops_executed"] / 1e12,
+            "compute/flops_eval_T": self.totals["flops_eval"] / 1e12,
+            "compute/time_s": self.totals["time_s"],
+            "sparsity/sparsity": float(np.mean([r["sparsity/sparsity"] for r in masked])) if masked else 0.0,
+            "sparsity/params_changed": (float(np.mean([r["sparsity/params_changed"] for r in masked]))
+                                        if masked else 0.0),
             "masked_epochs": sum(u != DENSE for u in updates),
             "pretrain_time_s": self.totals["pretrain_time_s"],
             "pretrain_flops_executed_T": self.totals["pretrain_flops_executed"] / 1e12,

@@ -28,17 +28,17 @@ def run_figure(history: pd.DataFrame, title: str, path: Path) -> None:
     """Accuracy, sparsity, E and C per class of one run."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     ax = axes[0, 0]
-    for col in ("train_acc", "test_full", "test_100"):
+    for col in ("acc/train_acc", "acc/test_full", "acc/test_100"):
         ax.plot(history["epoch"], history[col], label=col)
     ax.set_title("accuracy")
     ax.legend()
     ax = axes[0, 1]
-    ax.plot(history["epoch"], history["sparsity"], label="gradient entries zeroed")
-    ax.plot(history["epoch"], history["params_changed"], label="weights the optimizer changed")
+    ax.plot(history["epoch"], history["sparsity/sparsity"], label="gradient entries zeroed")
+    ax.plot(history["epoch"], history["sparsity/params_changed"], label="weights the optimizer changed")
     ax.set_title("per step, mean over the epoch")
     ax.legend()
-    _class_curves(axes[1, 0], history, "E_", "embarrassment E per class")
-    _class_curves(axes[1, 1], history, "C_", "confidence C per class")
+    _class_curves(axes[1, 0], history, "E/", "embarrassment E per class")
+    _class_curves(axes[1, 1], history, "C/", "confidence C per class")
     axes[1, 1].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()

@@ -1,5 +1,6 @@
 """Where things live and how outputs are written: all-or-nothing, never half a file."""
 
+import glob
 import json
 import os
 from contextlib import contextmanager
@@ -22,13 +23,13 @@ def anchored(path: str | Path) -> Path:
 def staged_outputs(*paths: Path):
     """Yield temporary paths beside `paths`; move all of them into place only once the block
     has written every one. On a failure the temporary files are removed and no output appears;
-    a process killed outright leaves at most temporary files, which the next write clears."""
+    a process killed outright leaves at most temporary files, which the next write of the same
+    output clears."""
     paths = [Path(p) for p in paths]
     temps = [p.with_name(f".{p.name}.partial-{os.getpid()}") for p in paths]
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
-        for stale in p.parent.glob(f".{p.name}.partial-*"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
+        remove_stale_partials(p.parent, f".{p.name}.partial-")
     try:
         yield temps
         for tmp, final in zip(temps, paths):
@@ -36,6 +37,26 @@ def staged_outputs(*paths: Path):
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (whoever owns it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but another user's
+        pass
+    return True
+
+
+def remove_stale_partials(folder: Path, prefix: str) -> None:
+    """Remove the `{prefix}{pid}` files of writers that were killed; a live writer's stay, as
+    another process writing the same output at the same time may be about to move them into place."""
+    for partial in folder.glob(glob.escape(prefix) + "*"):
+        pid = partial.name[len(prefix):]
+        if pid.isdigit() and not process_alive(int(pid)):
+            partial.unlink(missing_ok=True)
 
 
 def json_text(obj) -> str:

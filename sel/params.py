@@ -93,7 +93,8 @@ class SortParams:
 
 @dataclass(frozen=True)
 class CalibrateParams:
-    percentile: float = _knob(40.0, "percentile of |grad| that becomes gamma", _between(0, 100))
+    percentile: float = _knob(40.0, "percentile of |grad| that becomes gamma", lambda v: None if 0 <= v < 100
+                              else "must be at least 0 and below 100 (100 would zero every gradient)")
     batch_size: int = _knob(128, "images in the calibration batch", _at_least(1))
     mode: str = _knob("eval", "eval (the original: BatchNorm running stats) | train",
                       _one_of("eval", "train"))

@@ -48,9 +48,9 @@ CPU_SEEDS = {
 PROTOCOLS = {"full": {}, "cpu-small": CPU_SMALL, "cpu-seeds": CPU_SEEDS}
 
 
-def with_overrides(raw: dict, overrides: dict) -> Params:
-    """Params from a params.yaml mapping with dotted-key overrides applied (a mapping without
-    `experiments` starts from the default ones)."""
+def apply_overrides(raw: dict, overrides: dict) -> dict:
+    """A params.yaml mapping with dotted-key overrides applied, as `dvc exp run -S` would (a
+    mapping without `experiments` starts from the default ones)."""
     raw = copy.deepcopy(raw)
     raw.setdefault("experiments", copy.deepcopy(DEFAULT_EXPERIMENTS))
     for key, value in overrides.items():
@@ -59,7 +59,12 @@ def with_overrides(raw: dict, overrides: dict) -> Params:
         for part in path:
             node = node.setdefault(part, {})
         node[last] = value
-    return parse_params(raw)
+    return raw
+
+
+def with_overrides(raw: dict, overrides: dict) -> Params:
+    """Params from a params.yaml mapping with dotted-key overrides applied."""
+    return parse_params(apply_overrides(raw, overrides))
 
 
 def set_args(overrides: dict) -> list[str]:

@@ -9,16 +9,18 @@ from .figures import label
 from .stats import describe, paired
 
 # Final-epoch figures of a run's summary.json that the summary describes over seeds.
-METRICS = ("test_full", "test_100", "flops_proxy_T", "flops_executed_T", "time_s", "sparsity",
-           "params_changed", "saved_proxy_pct", "saved_executed_pct")
-PERCENT = {"test_full", "test_100", "sparsity", "params_changed"}  # fractions, shown as %
+# Names are the history's `section/column` (MLflow's chart sections), as in every run.
+METRICS = ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/flops_executed_T",
+           "compute/time_s", "sparsity/sparsity", "sparsity/params_changed", "compute/saved_proxy_pct",
+           "compute/saved_executed_pct")
+PERCENT = {"acc/test_full", "acc/test_100", "sparsity/sparsity", "sparsity/params_changed"}  # shown as %
 
 # The original's published table (one T4 GPU, ImageNet-initialised ResNet-18, official CIFAR-10).
 PUBLISHED = {
-    "baseline": {"test_100": 0.932, "flops_proxy_T": 33.5, "time_s": 1398},
-    "lottery": {"test_100": 0.930, "flops_proxy_T": 6.7, "time_s": 1460},
-    "sel95": {"test_100": 0.775, "flops_proxy_T": 0.084, "time_s": 835},
-    "warmup_sel": {"test_100": 0.853, "flops_proxy_T": 1.58, "time_s": 875},
+    "baseline": {"acc/test_100": 0.932, "compute/flops_proxy_T": 33.5, "compute/time_s": 1398},
+    "lottery": {"acc/test_100": 0.930, "compute/flops_proxy_T": 6.7, "compute/time_s": 1460},
+    "sel95": {"acc/test_100": 0.775, "compute/flops_proxy_T": 0.084, "compute/time_s": 835},
+    "warmup_sel": {"acc/test_100": 0.853, "compute/flops_proxy_T": 1.58, "compute/time_s": 875},
 }
 
 
@@ -33,9 +35,9 @@ def per_seed_values(summaries: dict[str, dict[int, dict]]) -> dict[str, dict[str
                 if m in s:
                     values[m][seed] = s[m]
             for kind in ("proxy", "executed"):
-                ref = base.get(seed, {}).get(f"flops_{kind}_T")
+                ref = base.get(seed, {}).get(f"compute/flops_{kind}_T")
                 if ref:
-                    values[f"saved_{kind}_pct"][seed] = 100 * (1 - s[f"flops_{kind}_T"] / ref)
+                    values[f"compute/saved_{kind}_pct"][seed] = 100 * (1 - s[f"compute/flops_{kind}_T"] / ref)
         out[name] = values
     return out
 
@@ -50,19 +52,35 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
                "metrics": {m: {**describe(v.values()), "values": v} for m, v in by_metric.items() if v}}
         if name != "baseline" and "baseline" in values:
             row["vs_baseline"] = {m: paired(by_metric[m], values["baseline"][m])
-                                  for m in ("test_full", "test_100") if by_metric[m]}
+                                  for m in ("acc/test_full", "acc/test_100") if by_metric[m]}
         experiments.append(row)
     rows = []
     for factor, (with_it, without_it) in attribution.items():
         if with_it in values and without_it in values:
-            diff = paired(values[with_it]["test_full"], values[without_it]["test_full"])
+            diff = paired(values[with_it]["acc/test_full"], values[without_it]["acc/test_full"])
             if diff is not None:
-                rows.append({"factor": factor, "with": with_it, "without": without_it, "test_full": diff})
+                rows.append({"factor": factor, "with": with_it, "without": without_it, "acc/test_full": diff})
     return {"seeds": sorted({s for by_seed in summaries.values() for s in by_seed}),
             "experiments": experiments, "attribution": rows}
 
 
-def _cell(stat: dict | None, metric: str, digits: str = ".4g") -> str:
+def mlflow_metrics(summary: dict, point: str = "") -> dict:
+    """`<metric>/<point><experiment>.<mean|sd|ci_low|ci_high|n>` (the metric without its
+    section: `test_full/sel95.mean`; a sweep's point as `p1.`) and `attribution/<factor>.<...>`:
+    MLflow's chart sections then hold one metric each, every experiment side by side."""
+    out = {}
+    for e in summary["experiments"]:
+        for metric, stat in e["metrics"].items():
+            leaf = metric.rpartition("/")[2]
+            out.update({f"{leaf}/{point}{e['experiment']}.{k}": stat[k]
+                        for k in ("mean", "sd", "ci_low", "ci_high", "n")})
+    for r in summary["attribution"]:
+        diff = r["acc/test_full"]
+        out.update({f"attribution/{point}{r['factor']}.{k}": diff[k] for k in ("mean", "ci_low", "ci_high", "n")})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def cell(stat: dict | None, metric: str, digits: str = ".4g") -> str:
     """mean ± half the 95% interval (the mean alone for one seed)."""
     if stat is None:
         return "n/a"
@@ -99,15 +117,17 @@ def markdown(summary: dict, note: str) -> str:
     for e in summary["experiments"]:
         m = e["metrics"]
         lines.append(f"| {e['system']} | {len(e['seeds'])} | " + " | ".join(
-            _cell(m.get(k), k, ".0f" if k == "time_s" else ".4g")
-            for k in ("test_full", "test_100", "flops_proxy_T", "flops_executed_T", "time_s",
-                      "saved_proxy_pct", "saved_executed_pct", "sparsity", "params_changed")) + " |")
+            cell(m.get(k), k, ".0f" if k == "compute/time_s" else ".4g")
+            for k in ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/flops_executed_T",
+                      "compute/time_s", "compute/saved_proxy_pct", "compute/saved_executed_pct",
+                      "sparsity/sparsity", "sparsity/params_changed")) + " |")
     lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", "",
               "| System | Full test | Held-out |", "|---|---|---|"]
     for e in summary["experiments"]:
         if "vs_baseline" in e:
             d = e["vs_baseline"]
-            lines.append(f"| {e['system']} | {_points(d.get('test_full'))} | {_points(d.get('test_100'))} |")
+            lines.append(f"| {e['system']} | {_points(d.get('acc/test_full'))} | "
+                         f"{_points(d.get('acc/test_100'))} |")
     if summary["attribution"]:
         lines += ["", "## Where SEL's accuracy goes", "",
                   "Each factor: the paired difference of full-test accuracy between a run with it and "
@@ -116,14 +136,15 @@ def markdown(summary: dict, note: str) -> str:
                   "", "| Factor | With it | Without it | Points | n |", "|---|---|---|---|---|"]
         for r in summary["attribution"]:
             lines.append(f"| {r['factor'].replace('_', ' ')} | {label(r['with'])} | {label(r['without'])} | "
-                         f"{_points(r['test_full'])} | {r['test_full']['n']} |")
+                         f"{_points(r['acc/test_full'])} | {r['acc/test_full']['n']} |")
     lines += ["", "Executed FLOPs: forward+backward conv/matmul arithmetic measured with "
                   "FlopCounterMode, times images trained (evaluation apart). The proxy is the "
                   "original's 2 x params x (1 - sparsity) x images.", "",
               "The original's published table (T4 GPU, ImageNet init, official CIFAR-10):", "",
               "| System | Held-out (100/class) | FLOPs proxy (T) | Time (s) |", "|---|---|---|---|"]
     for name, p in PUBLISHED.items():
-        lines.append(f"| {label(name)} | {p['test_100']:.1%} | {p['flops_proxy_T']} | {p['time_s']} |")
+        lines.append(f"| {label(name)} | {p['acc/test_100']:.1%} | {p['compute/flops_proxy_T']} | "
+                     f"{p['compute/time_s']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,13 +159,13 @@ def mean_curves(histories: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.Da
 
 
 def classes_of(curve: pd.DataFrame) -> list[str]:
-    """The class names of a history or curve, from its E_<class> columns."""
-    return [c.removeprefix("E_") for c in curve.columns if c.startswith("E_")]
+    """The class names of a history or curve, from its E/<class> columns."""
+    return [c.removeprefix("E/") for c in curve.columns if c.startswith("E/")]
 
 
 def ec_measured(curve: pd.DataFrame) -> pd.Series:
     """Which epochs measured E and C: a warm-up's record 0 for every class."""
-    return (curve[[f"E_{c}" for c in classes_of(curve)]] != 0).any(axis=1)
+    return (curve[[f"E/{c}" for c in classes_of(curve)]] != 0).any(axis=1)
 
 
 def long_curves(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:

@@ -19,15 +19,15 @@ COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf", "#393b79", "#ad494a"]  # tab10 with baseline and lottery far apart
 
 # (column, chart title, y axis title, d3 format of its values) of every per-epoch panel
-LINES = [("test_full", "Full test accuracy", "accuracy", ".1%"),
-         ("test_100", "Held-out accuracy (100 images per class)", "accuracy", ".1%"),
-         ("train_acc", "Train accuracy", "accuracy", ".1%"),
+LINES = [("acc/test_full", "Full test accuracy", "accuracy", ".1%"),
+         ("acc/test_100", "Held-out accuracy (100 images per class)", "accuracy", ".1%"),
+         ("acc/train_acc", "Train accuracy", "accuracy", ".1%"),
          ("gap", "Train - test gap", "accuracy points (fraction)", ".1%"),
-         ("sparsity", "Gradient entries zeroed per step", "fraction of entries", ".1%"),
-         ("params_changed", "Weights the optimizer changed per step", "fraction of weights", ".1%"),
-         ("flops_proxy_T", "Cumulative FLOPs, the original's proxy", "TFLOPs", ".4g"),
-         ("flops_executed_T", "Cumulative FLOPs, executed", "TFLOPs", ".4g"),
-         ("time_s", "Cumulative training time", "seconds", ".1f")]
+         ("sparsity/sparsity", "Gradient entries zeroed per step", "fraction of entries", ".1%"),
+         ("sparsity/params_changed", "Weights the optimizer changed per step", "fraction of weights", ".1%"),
+         ("compute/flops_proxy_T", "Cumulative FLOPs, the original's proxy", "TFLOPs", ".4g"),
+         ("compute/flops_executed_T", "Cumulative FLOPs, executed", "TFLOPs", ".4g"),
+         ("compute/time_s", "Cumulative training time", "seconds", ".1f")]
 
 
 def _finite(v):
@@ -39,7 +39,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _with_gap(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(gap=frame["train_acc"] - frame["test_full"])
+    return frame.assign(gap=frame["acc/train_acc"] - frame["acc/test_full"])
 
 
 def line_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
@@ -56,13 +56,13 @@ def line_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFr
 
 
 def class_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], classes: list[str]) -> pd.DataFrame:
-    """epoch, experiment, class, E, C, acc: per-class curves; E and C are blank for epochs that did
+    """epoch, experiment, class, E, C, class_acc: per-class curves; E and C are blank for epochs that did
     not measure them (a warm-up's dense epochs record 0 for every class)."""
     parts = []
     for name, (mean, _) in curves.items():
         for c in classes:
             part = pd.DataFrame({"epoch": mean["epoch"], "experiment": label(name), "class": c,
-                                 "E": mean[f"E_{c}"], "C": mean[f"C_{c}"], "acc": mean[f"acc_{c}"]})
+                                 "E": mean[f"E/{c}"], "C": mean[f"C/{c}"], "class_acc": mean[f"class_acc/{c}"]})
             part.loc[~ec_measured(mean), ["E", "C"]] = float("nan")
             parts.append(part)
     return pd.concat(parts, ignore_index=True)
@@ -72,7 +72,7 @@ def stage_boundaries(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> li
     """Where a run's stage changes (between two epochs), once per place, naming the runs."""
     at = {}
     for name, (mean, _) in curves.items():
-        stage = mean["stage"].round().astype(int).tolist()
+        stage = mean["schedule/stage"].round().astype(int).tolist()
         for i in range(1, len(stage)):
             if stage[i] != stage[i - 1]:
                 at.setdefault(float(mean["epoch"].iloc[i]) - 0.5, []).append(
@@ -155,11 +155,11 @@ def per_class_accuracy(rows: list[dict], systems: list[str], classes: list[str])
             "width": 880, "height": 250, "data": {"values": final}, "mark": "bar",
             "encoding": {"x": {"field": "class", "type": "nominal", "sort": classes, "title": None},
                          "xOffset": {"field": "experiment", "sort": systems},
-                         "y": {"field": "acc", "type": "quantitative", "title": "accuracy",
+                         "y": {"field": "class_acc", "type": "quantitative", "title": "accuracy",
                                "axis": {"format": ".0%"}},
                          "color": _colour(systems),
                          "tooltip": [{"field": "experiment"}, {"field": "class"},
-                                     {"field": "acc", "format": ".1%"}]}}
+                                     {"field": "class_acc", "format": ".1%"}]}}
 
 
 def _point(e: dict, metric: str) -> dict | None:
@@ -176,7 +176,8 @@ def scatter_rows(summary: dict) -> list[dict]:
     out = []
     for e in summary["experiments"]:
         row = {"experiment": e["system"], "n": len(e["seeds"])}
-        for metric in ("test_full", "saved_proxy_pct", "saved_executed_pct", "time_s"):
+        for metric in ("acc/test_full", "compute/saved_proxy_pct", "compute/saved_executed_pct",
+                       "compute/time_s"):
             p = _point(e, metric)
             if p is not None:
                 row.update({metric: p["mean"], f"{metric}_lo": p["lo"], f"{metric}_hi": p["hi"]})
@@ -188,10 +189,10 @@ def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
     """Final accuracy against FLOPs saved, proxy and executed: top right is best."""
     def panel(saved, title):
         x = {"field": saved, "type": "quantitative", "title": title, "scale": {"domain": [-5, 105]}}
-        y = {"field": "test_full", "type": "quantitative", "title": "full test accuracy",
+        y = {"field": "acc/test_full", "type": "quantitative", "title": "full test accuracy",
              "axis": {"format": ".0%"}, "scale": {"zero": False}}
         tooltip = [{"field": "experiment"}, {"field": "n", "title": "seeds"},
-                   {"field": "test_full", "format": ".1%"}, {"field": saved, "format": ".1f", "title": title}]
+                   {"field": "acc/test_full", "format": ".1%"}, {"field": saved, "format": ".1f", "title": title}]
         return {"width": 420, "height": 260, "layer": [
             {"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**y, "field": "test_full_lo"},
                                                     "y2": {"field": "test_full_hi"}, "color": _colour(systems)}},
@@ -204,8 +205,8 @@ def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
 
     return {"$schema": SCHEMA, "title": "Accuracy against FLOPs saved vs the baseline (95% intervals)",
             "data": {"values": rows},
-            "hconcat": [panel("saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
-                        panel("saved_executed_pct", "FLOPs saved, executed (%)")]}
+            "hconcat": [panel("compute/saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
+                        panel("compute/saved_executed_pct", "FLOPs saved, executed (%)")]}
 
 
 def summary_bars(rows: list[dict], systems: list[str]) -> dict:
@@ -224,7 +225,8 @@ def summary_bars(rows: list[dict], systems: list[str]) -> dict:
 
     return {"$schema": SCHEMA, "title": "Summary: final accuracy and training time (95% intervals)",
             "data": {"values": rows},
-            "hconcat": [panel("test_full", "full test accuracy", ".0%"), panel("time_s", "training time (s)", ".0f")]}
+            "hconcat": [panel("acc/test_full", "full test accuracy", ".0%"),
+                        panel("compute/time_s", "training time (s)", ".0f")]}
 
 
 def charts(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, classes: list[str]) -> list[dict]:

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -167,19 +168,26 @@ def _from_batches(files: dict, source: str) -> Cifar:
 
 
 def _decode(payload: bytes, name: str) -> np.ndarray:
+    """The size and mode are checked from the header, so that a wrong-sized image (a huge one
+    included) is refused before it is decoded."""
     try:
         with Image.open(io.BytesIO(payload)) as img:
-            img.load()
             if img.mode != "RGB" or img.size != (32, 32):
                 raise SelError(f"image {name} is {img.size[0]}x{img.size[1]} {img.mode}, "
                                f"expected 32x32 RGB")
+            img.load()
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+            OSError, SyntaxError, ValueError) as e:
         raise SelError(f"image {name} does not decode ({e})") from None
 
 
 def _decode_chunk(chunk: list[tuple[bytes, str]]) -> np.ndarray:
-    return np.stack([_decode(payload, name) for payload, name in chunk])
+    """PIL only warns of a header claiming a huge image (a decompression bomb); here that is an
+    error, raised at Image.open, so the stage fails with one line rather than a warning too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return np.stack([_decode(payload, name) for payload, name in chunk])
 
 
 def _decode_all(images: list[tuple[bytes, str]]) -> np.ndarray:
@@ -201,15 +209,26 @@ def _interleave(per_class: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarr
     return x, np.array([c for _, c in order], dtype=np.int64)
 
 
-def _from_folders(images: dict, source: str) -> Cifar:
-    classes = sorted({cls for split in images.values() for cls in split})
+def _check_classes(images: dict, classes: list[str], source: str) -> None:
+    """Every class needs images in both splits: an empty or missing class folder would
+    otherwise drop its class silently (9 classes) or leave it out of one split."""
     for split in SPLITS:
-        if not images.get(split):
+        if not any(images.get(split, {}).values()):
             raise SelError(f"{source}: the {split} split is empty (no {split}/<class>/ images)")
+    empty = [f"{split}/{cls}" for split in SPLITS for cls in classes if images[split].get(cls) == []]
+    if empty:
+        raise SelError(f"{source}: no images in class folder(s) {', '.join(empty)}; every class "
+                       f"needs images in both train and test")
+    for split in SPLITS:
         for cls in classes:
             if cls not in images[split]:
                 other = "test" if split == "train" else "train"
                 raise SelError(f"{source}: missing class folder {split}/{cls} ({other}/{cls} exists)")
+
+
+def _from_folders(images: dict, source: str) -> Cifar:
+    classes = sorted({cls for split in images.values() for cls in split})
+    _check_classes(images, classes, source)
     members = [(split, cls) for split in SPLITS for cls in classes]
     decoded = iter(_decode_all([item for split, cls in members for _, item in images[split][cls]]))
     for split, cls in members:
@@ -226,26 +245,42 @@ def _from_folders(images: dict, source: str) -> Cifar:
     return Cifar(*arrays["train"], *arrays["test"], classes)
 
 
+def _class_folder(parts: tuple) -> tuple | None:
+    """(top, split, class) when `parts` name a class folder, `split/class` under at most one top;
+    hidden folders (.ipynb_checkpoints) are junk, not classes."""
+    for top in ((), parts[:1]):
+        rest = parts[len(top):]
+        if len(rest) == 2 and rest[0] in SPLITS and not rest[1].startswith("."):
+            return top, *rest
+    return None
+
+
 class _Layout:
     """Sorts the members of a source into pickle batches and class-folder images, in one pass."""
 
     def __init__(self, source: str):
-        self.source, self.batches, self.images, self.tops = source, {}, {}, set()
+        self.source, self.batches, self.images, self.tops, self.folders = source, {}, {}, set(), set()
 
     def add(self, name: str, read) -> None:
         parts = PurePosixPath(name).parts
         if parts[-1] in BATCH_FILES and len(parts) <= 2:
             self.batches[parts[-1]] = read()
             self.tops.add(parts[:-1])
-        elif PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and not parts[-1].startswith("."):
-            for top in ((), parts[:1]):
-                rest = parts[len(top):]
-                if len(rest) == 3 and rest[0] in SPLITS:
-                    split, cls, fname = rest
-                    self.images.setdefault(split, {}).setdefault(cls, []).append(
-                        (fname, (read(), name)))  # decoded all at once, in parallel, by build
-                    self.tops.add(top)
-                    break
+        elif not parts[-1].startswith("."):  # hidden files (AppleDouble `._*`, .DS_Store) are junk
+            found = self.add_folder(parts[:-1])  # any other file marks its class folder
+            if found and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+                top, split, cls = found
+                self.images.setdefault(split, {}).setdefault(cls, []).append(
+                    (parts[-1], (read(), name)))  # decoded all at once, in parallel, by build
+                self.tops.add(top)
+
+    def add_folder(self, parts: tuple) -> tuple | None:
+        """Class folders are noted apart from their images, so that an empty one is refused
+        rather than silently dropped."""
+        found = _class_folder(parts)
+        if found:
+            self.folders.add(found)
+        return found
 
     def build(self) -> tuple[Cifar, str]:
         if len(self.tops) > 1:
@@ -254,6 +289,9 @@ class _Layout:
         if self.batches:
             return _from_batches(self.batches, self.source), "python-archive"
         if self.images:
+            for top, split, cls in self.folders:
+                if top in self.tops:  # not those beside the data, such as __MACOSX/train/cat
+                    self.images.setdefault(split, {}).setdefault(cls, [])
             return _from_folders(self.images, self.source), "class-folders"
         raise SelError(f"{self.source} is neither a python-layout CIFAR archive "
                        f"({', '.join(BATCH_FILES)}) nor class folders (train/<class>/*, test/<class>/*)")
@@ -295,6 +333,8 @@ def _read_archive(path: Path, layout: _Layout) -> None:
                 _check_member(member, layout.source)
                 if member.isfile():
                     layout.add(member.name, tar.extractfile(member).read)
+                elif member.isdir():
+                    layout.add_folder(PurePosixPath(member.name).parts)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise SelError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})") from None
 
@@ -311,6 +351,8 @@ def _read_folder(root: Path, layout: _Layout) -> str:
             payload = path.read_bytes()
             tree.update(rel.encode() + b"\0" + hashlib.sha256(payload).digest())
             layout.add(rel, lambda payload=payload: payload)
+        elif path.is_dir():
+            layout.add_folder(path.relative_to(root).parts)
     return tree.hexdigest()
 
 

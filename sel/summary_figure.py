@@ -14,11 +14,12 @@ import pandas as pd  # noqa: E402
 from .figures import label  # noqa: E402
 from .report import classes_of, ec_measured  # noqa: E402
 
-CURVES = [("test_full", "test accuracy (full test set)"), ("test_100", "held-out accuracy"),
-          ("train_acc", "train accuracy"), ("sparsity", "gradient entries zeroed per step"),
-          ("params_changed", "weights changed per step"), ("gamma", "gamma (mean over steps)"),
-          ("flops_proxy_T", "cumulative FLOPs, original's proxy (T)"),
-          ("flops_executed_T", "cumulative FLOPs, executed (T)"), ("time_s", "wall time (s)")]
+CURVES = [("acc/test_full", "test accuracy (full test set)"), ("acc/test_100", "held-out accuracy"),
+          ("acc/train_acc", "train accuracy"), ("sparsity/sparsity", "gradient entries zeroed per step"),
+          ("sparsity/params_changed", "weights changed per step"),
+          ("sparsity/gamma", "gamma (mean over steps)"),
+          ("compute/flops_proxy_T", "cumulative FLOPs, original's proxy (T)"),
+          ("compute/flops_executed_T", "cumulative FLOPs, executed (T)"), ("compute/time_s", "wall time (s)")]
 # drawn last and dashed, so that a curve the baseline's matches (the lottery's) cannot hide it
 ON_TOP = {"baseline": {"ls": "--", "zorder": 5, "lw": 1.8}}
 
@@ -36,17 +37,17 @@ def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary
             ax.plot(mean["epoch"], mean[col], color=colour[name], label=label(name), **style)
             ax.fill_between(mean["epoch"], mean[col] - half[col], mean[col] + half[col],
                             color=colour[name], alpha=0.15, lw=0)
-        ax.set_title(title + (" (per epoch)" if col in ("sparsity", "params_changed") else ""))
+        ax.set_title(title + (" (per epoch)" if col.startswith("sparsity/") else ""))
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0, 0].legend(fontsize=8)
     _class_panels(axes[3], curves, colour)
-    panels = [("saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
-              ("saved_executed_pct", "FLOPs saved, executed (%)"),
-              ("flops_executed_T", "executed FLOPs (T)")]
+    panels = [("compute/saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
+              ("compute/saved_executed_pct", "FLOPs saved, executed (%)"),
+              ("compute/flops_executed_T", "executed FLOPs (T)")]
     for ax, (metric, xlabel) in zip(axes[:, 3], panels):
         for e in summary["experiments"]:
-            x, y = e["metrics"].get(metric), e["metrics"].get("test_full")
+            x, y = e["metrics"].get(metric), e["metrics"].get("acc/test_full")
             if x is None or y is None:
                 continue
             ax.errorbar(x["mean"], 100 * y["mean"], xerr=_err(x), yerr=_err(y, 100), fmt="o",
@@ -72,7 +73,7 @@ def _class_panels(axes, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], co
     measured = mean[ec_measured(mean)]
     for ax, kind, what in ((axes[0], "E", "embarrassment E"), (axes[1], "C", "confidence C")):
         for c in classes:
-            ax.plot(measured["epoch"], measured[f"{kind}_{c}"], label=c, lw=1)
+            ax.plot(measured["epoch"], measured[f"{kind}/{c}"], label=c, lw=1)
         ax.set_title(f"{label(name)}: {what} per class")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -80,7 +81,7 @@ def _class_panels(axes, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], co
     ax = axes[2]
     width = 0.8 / len(curves)
     for i, (run, (m, _)) in enumerate(curves.items()):
-        ax.bar([k + i * width for k in range(len(classes))], [m[f"acc_{c}"].iloc[-1] for c in classes],
+        ax.bar([k + i * width for k in range(len(classes))], [m[f"class_acc/{c}"].iloc[-1] for c in classes],
                width, label=label(run), color=colour[run])
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes, rotation=45, fontsize=8)
     ax.set_title("accuracy per class, last epoch (full test set)")

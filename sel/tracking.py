@@ -2,38 +2,27 @@
 
 The store is `MLFLOW_TRACKING_URI` when set, else MLflow's embedded default, a SQLite file
 `mlflow.db` at the project root (DVC_ROOT under `dvc exp run --temp/--queue`, whose working
-copies are deleted), with artifacts in `mlartifacts/` beside it. The store is reached, and the
-experiment created, before any training starts, so a wrong URI fails in seconds.
+copies are deleted), with artifacts in `mlartifacts/` beside it. The store is reached, written
+to, and the experiment created, before any training starts, so a wrong URI or a read-only store
+fails in seconds. Each run is tagged with its host and process, so that a later run of the same
+name can mark one whose process died without a word (SIGKILL, power) KILLED instead of leaving
+it RUNNING forever.
 """
 
 import fcntl
 import os
+import re
+import socket
+import sqlite3
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from .errors import SelError
-from .files import project_root
+from .files import process_alive, project_root
 
 DEFAULT_DB = "mlflow.db"
-
-# MLflow's chart view groups metrics by the part of their key before "/": each history column is
-# logged under its section, so accuracy, compute, sparsity and the per-class E, C and accuracy
-# sit apart, with the column's own name after it (per class: the class).
-SECTIONS = {"test_full": "acc", "test_100": "acc", "train_acc": "acc", "train_loss": "loss",
-            "flops_proxy_T": "compute", "flops_executed_T": "compute", "flops_eval_T": "compute",
-            "time_s": "compute", "sparsity": "sparsity", "params_changed": "sparsity",
-            "gamma": "sparsity", "stage": "schedule"}
-PER_CLASS = {"acc_": "class_acc", "E_": "E", "C_": "C"}
-
-
-def metric_key(column: str) -> str:
-    """The MLflow key of a history column: `acc/test_full`, `compute/time_s`, `E/cat`."""
-    for prefix, section in PER_CLASS.items():
-        if column.startswith(prefix):
-            return f"{section}/{column.removeprefix(prefix)}"
-    return f"{SECTIONS[column]}/{column}"
 
 
 def tracking_uri() -> str:
@@ -91,13 +80,15 @@ class Tracker:
             with _fail_fast(), _store_lock(self.uri):  # the client creates or migrates the store
                 self.client = MlflowClient(self.uri)
                 self.experiment_id = self._experiment(experiment)
+            _check_writable(self.uri)
         except SelError:
             raise
         except Exception as e:  # MlflowException, connection errors, a broken store file
             hint = ("start the server, or unset MLFLOW_TRACKING_URI to use the local mlflow.db"
                     if "MLFLOW_TRACKING_URI" in os.environ else "check the file and its folder")
             raise SelError(f"cannot reach the MLflow tracking store {self.uri} "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); {hint}") from None
+                           f"({type(e).__name__}: {_reason(e)}); {hint}") from None
+        self.client = _Store(self.client, self.uri)
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -124,17 +115,29 @@ class Tracker:
             return None
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
-        return {m.step for m in self.client.get_metric_history(run_id, metric_key("test_full"))}
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**tags, **_process()}.items()
+                                            if v is not None])
+        return {m.step for m in self.client.get_metric_history(run_id, "acc/test_full")}
 
     def start(self, run_name: str, params: dict, tags: dict) -> str:
         from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                     tags={k: str(v) for k, v in tags.items() if v is not None})
+        self._end_orphans(run_name)
+        tags = {k: str(v) for k, v in {**tags, **_process()}.items() if v is not None}
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return self.run_id
+
+    def _end_orphans(self, run_name: str) -> None:
+        """Mark KILLED the RUNNING runs of this name whose process, on this host, is gone: a
+        stage killed outright (or whose checkpoint could not be read) leaves its run behind."""
+        query = f"attributes.run_name = '{run_name}' and attributes.status = 'RUNNING'"
+        for run in self.client.search_runs([self.experiment_id], query):
+            tags = run.data.tags
+            pid = int(tags.get("sel.pid", 0))  # runs without it are left alone
+            if tags.get("sel.host") == socket.gethostname() and pid > 0 and not process_alive(pid):
+                self.client.set_terminated(run.info.run_id, "KILLED")
 
     def log_metrics(self, values: dict, step: int) -> None:
         from mlflow.entities import Metric
@@ -158,21 +161,80 @@ class Tracker:
         try:
             yield self
         except KeyboardInterrupt:
-            self.finish("KILLED")
+            self._finish_if_reachable("KILLED")
             raise
         except BaseException:
-            self.finish("FAILED")
+            self._finish_if_reachable("FAILED")
             raise
         self.finish()
 
+    def _finish_if_reachable(self, status: str) -> None:
+        """Mark the run; with the store gone, the error that ended the run is the one to show."""
+        try:
+            self.finish(status)
+        except SelError:
+            pass
+
+
+class _Store:
+    """The MLflow client, with a store lost mid-run (a server stopped, a network gone) turned
+    into one line naming it: what the store already holds stays, and a checkpoint keeps the
+    rest, so running again completes the run."""
+
+    def __init__(self, client, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except Exception as e:
+                raise SelError(f"lost the MLflow tracking store {self._uri} ({type(e).__name__}: "
+                               f"{_reason(e)}); what it holds is kept: run again once it answers") from None
+
+        return call
+
+
+def _process() -> dict:
+    return {"sel.host": socket.gethostname(), "sel.pid": os.getpid()}
+
+
+def _check_writable(uri: str) -> None:
+    """A SQLite store must take a write lock now: a read-only file would otherwise pass the
+    start-up check and fail at the first metric, after the work."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri.removeprefix("sqlite:///")
+    try:
+        with closing(sqlite3.connect(path, timeout=60, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE sel_write_probe (x)")  # rolled back: nothing stays
+            db.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        raise SelError(f"the MLflow store {path} is not writable ({e}); fix its permissions (and its "
+                       f"folder's), or set MLFLOW_TRACKING_URI to another store") from None
+
+
+def _reason(e: Exception) -> str:
+    """The part of a connection error that says what happened (`[Errno 111] Connection
+    refused`), which comes after a long URL in requests' message."""
+    text = str(e)
+    found = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    return found.group(0).strip() if found else text.splitlines()[0][:200] if text else ""
+
 
 def run_tags(name: str, provenance: dict, device: str | None, precision: str | None) -> dict:
-    """What ties a run to its origin: code, DVC experiment, data and hardware."""
+    """What ties a run to its origin: code, DVC experiment or sweep trial, data and hardware."""
     return {
         "experiment": name,
         "mlflow.source.git.commit": git_commit(Path.cwd()),
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME"),
         "dvc.stage": os.environ.get("DVC_STAGE"),
+        "sweep": os.environ.get("SEL_SWEEP"),  # set by sel.sweep for its trials
+        "sweep.trial": os.environ.get("SEL_SWEEP_TRIAL"),
+        "sweep.overrides": os.environ.get("SEL_SWEEP_OVERRIDES"),
         "data.source": provenance.get("source"),
         "data.variant": provenance.get("variant"),
         "data.sha256": provenance.get("sha256"),

@@ -46,8 +46,11 @@ def stage_script(stage: dict) -> Path:
 
 
 def test_every_stage_lists_the_params_it_reads():
-    assert set(STAGES) == {"download", "sort", "calibrate", "train_dense", "train_sel", "aggregate"}
-    for name, stage in STAGES.items():
+    assert set(STAGES) == {"check_params", "download", "sort", "calibrate", "train_dense", "train_sel",
+                           "aggregate"}
+    assert STAGES["check_params"]["params"] == [{"params.yaml": None}]  # the whole file
+    assert "data/params-checked" in STAGES["download"]["deps"]
+    for name, stage in (item for item in STAGES.items() if item[0] != "check_params"):
         assert sorted(stage["params"]) == sorted(stage_keys(name)), name
     dense = STAGES["train_dense"]  # SEL knobs, sort and calibrate never re-run the dense runs
     assert not [p for p in dense["params"] if p.startswith(("sel", "calibrate", "sort"))]

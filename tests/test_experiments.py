@@ -176,20 +176,21 @@ def test_paired_difference_uses_the_shared_seeds_only():
 
 def test_summary_statistics_and_attribution_rows():
     def run(acc, proxy):
-        return {"test_full": acc, "test_100": acc, "flops_proxy_T": proxy, "flops_executed_T": 10.0,
-                "time_s": 1.0, "sparsity": 0.0, "params_changed": 1.0}
+        return {"acc/test_full": acc, "acc/test_100": acc, "compute/flops_proxy_T": proxy,
+                "compute/flops_executed_T": 10.0, "compute/time_s": 1.0, "sparsity/sparsity": 0.0,
+                "sparsity/params_changed": 1.0}
     summaries = {"baseline": {42: run(0.70, 4.0), 43: run(0.72, 4.0)},
                  "sel95": {42: run(0.50, 1.0), 43: run(0.60, 2.0)},
                  "random_subsets": {42: run(0.55, 1.0), 43: run(0.61, 1.0)}}
     out = summarise(summaries, {"total": ("sel95", "baseline"), "fewer_images": ("random_subsets", "baseline")})
     sel = next(e for e in out["experiments"] if e["experiment"] == "sel95")
-    assert sel["metrics"]["test_full"]["mean"] == pytest.approx(0.55)
+    assert sel["metrics"]["acc/test_full"]["mean"] == pytest.approx(0.55)
     # saved % against the same seed's baseline: 75% and 50%
-    assert sel["metrics"]["saved_proxy_pct"]["values"] == {42: 75.0, 43: 50.0}
-    assert sel["vs_baseline"]["test_full"]["mean"] == pytest.approx(-0.16)  # (-0.20 - 0.12) / 2
+    assert sel["metrics"]["compute/saved_proxy_pct"]["values"] == {42: 75.0, 43: 50.0}
+    assert sel["vs_baseline"]["acc/test_full"]["mean"] == pytest.approx(-0.16)  # (-0.20 - 0.12) / 2
     # two seeds: half-width = t(0.975, 1) * sd / sqrt(2) = 12.7062047 * |d1 - d2| / 2
     total, fewer = out["attribution"]
-    assert total["factor"] == "total" and total["test_full"]["ci_high"] - total["test_full"]["mean"] == \
+    assert total["factor"] == "total" and total["acc/test_full"]["ci_high"] - total["acc/test_full"]["mean"] == \
         pytest.approx(12.7062047 * 0.08 / 2, abs=1e-6)
-    assert fewer["test_full"]["mean"] == pytest.approx(-0.13)  # (-0.15 - 0.11) / 2
+    assert fewer["acc/test_full"]["mean"] == pytest.approx(-0.13)  # (-0.15 - 0.11) / 2
     assert out["seeds"] == [42, 43]

@@ -40,8 +40,9 @@ def test_params_yaml_holds_the_original_protocol():
 
 
 @pytest.mark.parametrize("key, value, named, allowed", [
-    ("calibrate.percentile", 140, "calibrate.percentile", "between 0 and 100"),
-    ("calibrate.percentile", -1, "calibrate.percentile", "between 0 and 100"),
+    ("calibrate.percentile", 140, "calibrate.percentile", "below 100"),
+    ("calibrate.percentile", 100, "calibrate.percentile", "would zero every gradient"),
+    ("calibrate.percentile", -1, "calibrate.percentile", "at least 0"),
     ("calibrate.mode", "both", "calibrate.mode", "eval | train"),
     ("calibrate.batch_size", 0, "calibrate.batch_size", ">= 1"),
     ("train.batch_size", 0, "train.batch_size", ">= 1"),

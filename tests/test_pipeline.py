@@ -10,13 +10,13 @@ import pandas as pd
 from browser import drawn_charts, rendered_dom
 from builders import CLASSES
 from conftest import git_commit, mlflow_runs, run
-from sel.tracking import metric_key
 
 EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5}
 SEL_RUNS = ("sel95", "warmup_sel", "sel_random_order")
-PER_EPOCH = (["stage", "train_acc", "train_loss", "test_full", "test_100", "sparsity", "params_changed",
-              "gamma", "time_s", "flops_proxy_T", "flops_executed_T", "flops_eval_T"]
-             + [f"{kind}_{c}" for kind in ("acc", "E", "C") for c in CLASSES])
+PER_EPOCH = (["schedule/stage", "acc/train_acc", "loss/train_loss", "acc/test_full", "acc/test_100",
+              "sparsity/sparsity", "sparsity/params_changed", "sparsity/gamma", "compute/time_s",
+              "compute/flops_proxy_T", "compute/flops_executed_T", "compute/flops_eval_T"]
+             + [f"{kind}/{c}" for kind in ("class_acc", "E", "C") for c in CLASSES])
 
 
 def ran_stages(output: str) -> set[str]:
@@ -30,7 +30,7 @@ def stages_of_seed(seed: int) -> set[str]:
 
 def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     first = run(["dvc", "repro"], project)
-    assert ran_stages(first.stdout) == {"download", "aggregate"} | stages_of_seed(42)
+    assert ran_stages(first.stdout) == {"check_params", "download", "aggregate"} | stages_of_seed(42)
 
     client, runs = mlflow_runs(project)
     assert set(runs) == set(EPOCHS)  # the aggregate sits in an experiment of its own
@@ -42,10 +42,11 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
         assert r.data.tags["data.variant"] == "class-folders:tiny-cifar.tar.gz"
         assert len(r.data.tags["data.sha256"]) == 64
         for key in PER_EPOCH:
-            steps = [m.step for m in client.get_metric_history(r.info.run_id, metric_key(key))]
-            first = 2 if name == "warmup_sel" and key.startswith(("E_", "C_")) else 1  # warm-up: no E/C
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            first = 2 if name == "warmup_sel" and key.startswith(("E/", "C/")) else 1  # warm-up: no E/C
             assert sorted(steps) == list(range(first, epochs + 1)), (name, key, steps)
-        assert {"acc/test_full", "compute/flops_executed_T", "sparsity/sparsity", "E/cat", "class_acc/cat"} <= set(r.data.metrics)
+        assert {"acc/test_full", "compute/flops_executed_T", "sparsity/sparsity", "E/cat",
+                "class_acc/cat"} <= set(r.data.metrics)
         assert r.data.params["epochs"] == str(epochs) and "pretrain_epochs" in r.data.params
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"history.csv", "summary.json", f"{name}@42.png"} <= artifacts
@@ -77,11 +78,11 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     assert len(drawn_charts(rendered_dom(project / "dvc_plots" / "index.html"))) == 10
 
     # an SEL knob re-runs only the runs that read it; a seed added to the list runs that seed's
-    # stages; nothing else runs but the aggregate (one exp run shows both)
+    # stages; nothing else runs but the params check and the aggregate (one exp run shows both)
     git_commit(project, "tiny run")
     exp = run(["dvc", "exp", "run", "-n", "tweak", "-S", "sel.gamma_decay=0.5", "-S", "seeds=[42,43]"], project)
     assert ran_stages(exp.stdout) == ({f"train_sel@{n}-42" for n in SEL_RUNS} | stages_of_seed(43)
-                                      | {"aggregate"}), exp.stdout
+                                      | {"check_params", "aggregate"}), exp.stdout
     client, runs = mlflow_runs(project)
     assert len(runs["baseline"]) == len(runs["lottery"]) == 2  # seed 42's did not run again
     for name in EPOCHS:
@@ -93,5 +94,5 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     summary = json.loads((project / "metrics" / "summary.json").read_text())
     assert summary["seeds"] == [42, 43]
     for e in summary["experiments"]:
-        test = e["metrics"]["test_full"]
+        test = e["metrics"]["acc/test_full"]
         assert test["n"] == 2 and test["ci_low"] <= test["mean"] <= test["ci_high"], e["experiment"]

@@ -15,7 +15,6 @@ import torch
 
 from builders import make_arrays, write_class_folder_tar
 from conftest import env_for_stages, git_commit, mlflow_runs, run, set_params
-from sel.tracking import metric_key
 
 # enough images that an epoch takes a moment, so the kill lands mid-epoch
 LONGER = {"experiments": {"lottery": {"pretrain_epochs": 2, "epochs": 4}},
@@ -81,8 +80,8 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_s
     history = pd.read_csv(project / "metrics" / "runs" / experiment / "seed42" / "history.csv")
     epochs = list(range(1, len(history) + 1))
     assert list(history["epoch"]) == epochs
-    for key in ("test_full", "train_loss", "sparsity", "E_cat"):
-        assert sorted(m.step for m in client.get_metric_history(final.info.run_id, metric_key(key))) == epochs, key
+    for key in ("acc/test_full", "loss/train_loss", "sparsity/sparsity", "E/cat"):
+        assert sorted(m.step for m in client.get_metric_history(final.info.run_id, key)) == epochs, key
     assert not list((project / "checkpoints").glob("*.pt"))  # a finished stage leaves none
 
     # the same configuration, never interrupted, in a second copy of the project
@@ -90,7 +89,8 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_s
     run(["git", "clone", "-q", str(project), str(reference)], tmp_path)
     run(["dvc", "repro", stage], reference)
     expected = pd.read_csv(reference / "metrics" / "runs" / experiment / "seed42" / "history.csv")
-    pd.testing.assert_frame_equal(history.drop(columns="time_s"), expected.drop(columns="time_s"))
+    pd.testing.assert_frame_equal(history.drop(columns="compute/time_s"),
+                                  expected.drop(columns="compute/time_s"))
 
 
 def test_nan_loss_stops_the_run_naming_experiment_epoch_and_step(project):
@@ -137,6 +137,16 @@ def test_unreachable_tracking_server_fails_before_any_work(project):
     assert "unset MLFLOW_TRACKING_URI" in out.stderr
     assert time.monotonic() - started < 60
     assert not (project / "data").exists() and not (project / "metrics").exists()
+
+
+@pytest.mark.parametrize("typo, named", [({"data": {"train_per_clas": 3}}, "data.train_per_clas"),
+                                         ({"sede": 1}, "sede")])
+def test_a_mistyped_key_no_stage_reads_stops_dvc_repro_before_any_work(project, typo, named):
+    run(["dvc", "repro", "download"], project)  # up to date: a key no stage lists changes none of them
+    set_params(project, typo)
+    out = run(["dvc", "repro", "download"], project, check=False)
+    assert out.returncode != 0
+    assert f"error: params: unknown key '{named}'" in out.stdout + out.stderr
 
 
 def test_two_queued_experiments_run_in_parallel_on_sqlite(project):

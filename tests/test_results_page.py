@@ -18,24 +18,26 @@ RUNS = {"baseline": [0] * 3, "warmup_sel": [0, 1, 1, 2]}  # each run's stage per
 def history(stages: list[int], seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n = len(stages)
-    row = {"epoch": np.arange(1, n + 1), "stage": stages, "train_acc": rng.uniform(0.2, 0.6, n),
-           "test_full": rng.uniform(0.2, 0.5, n), "test_100": rng.uniform(0.2, 0.5, n),
-           "sparsity": rng.uniform(0, 1, n), "params_changed": rng.uniform(0, 1, n),
-           "gamma": rng.uniform(0, 1e-3, n), "flops_proxy_T": np.cumsum(rng.uniform(0, 1, n)),
-           "flops_executed_T": np.cumsum(rng.uniform(1, 2, n)), "time_s": np.cumsum(rng.uniform(1, 2, n))}
+    row = {"epoch": np.arange(1, n + 1), "schedule/stage": stages, "acc/train_acc": rng.uniform(0.2, 0.6, n),
+           "acc/test_full": rng.uniform(0.2, 0.5, n), "acc/test_100": rng.uniform(0.2, 0.5, n),
+           "sparsity/sparsity": rng.uniform(0, 1, n), "sparsity/params_changed": rng.uniform(0, 1, n),
+           "sparsity/gamma": rng.uniform(0, 1e-3, n),
+           "compute/flops_proxy_T": np.cumsum(rng.uniform(0, 1, n)),
+           "compute/flops_executed_T": np.cumsum(rng.uniform(1, 2, n)),
+           "compute/time_s": np.cumsum(rng.uniform(1, 2, n))}
     for c in CLASSES:
         measured = np.array(stages) > 0 if stages[-1] else np.ones(n, bool)  # warm-up: E = C = 0
-        row[f"acc_{c}"] = rng.uniform(0, 1, n)
-        row[f"E_{c}"] = np.where(measured, rng.uniform(1, 2, n), 0.0)
-        row[f"C_{c}"] = np.where(measured, rng.uniform(0, 0.2, n), 0.0)
+        row[f"class_acc/{c}"] = rng.uniform(0, 1, n)
+        row[f"E/{c}"] = np.where(measured, rng.uniform(1, 2, n), 0.0)
+        row[f"C/{c}"] = np.where(measured, rng.uniform(0, 0.2, n), 0.0)
     return pd.DataFrame(row)
 
 
 def fixture():
     histories = {name: {seed: history(stages, seed) for seed in (1, 2)} for name, stages in RUNS.items()}
-    summaries = {name: {seed: {"test_full": h.test_full.iloc[-1], "test_100": h.test_100.iloc[-1],
-                               "flops_proxy_T": h.flops_proxy_T.iloc[-1], "time_s": h.time_s.iloc[-1],
-                               "flops_executed_T": h.flops_executed_T.iloc[-1]}
+    final = ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/time_s",
+             "compute/flops_executed_T")
+    summaries = {name: {seed: {k: h[k].iloc[-1] for k in final}
                         for seed, h in by_seed.items()} for name, by_seed in histories.items()}
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
     return curves, summarise(summaries, {})
@@ -60,7 +62,7 @@ def test_warm_up_epochs_have_no_e_or_c_and_stage_boundaries_are_marked_once():
     curves, _ = fixture()
     rows = class_rows(curves, list(CLASSES))
     warm = rows[(rows.experiment == "Warmup+SEL") & (rows.epoch == 1)]
-    assert warm.E.isna().all() and warm.C.isna().all() and warm.acc.notna().all()
+    assert warm.E.isna().all() and warm.C.isna().all() and warm.class_acc.notna().all()
     assert rows[rows.experiment == "Baseline"].E.notna().all()
     assert [b["at"] for b in stage_boundaries(curves)] == [1.5, 3.5]
     lines = long_curves(curves)

@@ -550,6 +550,12 @@ BAD_INPUTS = {
         f, IMG, b"\x89PNG garbage, not an image")), None), [IMG, "does not decode"]),
     "image-decompression-bomb": (lambda t: (_folders_with(t, lambda f: _replace_image(
         f, IMG, _png_header_claiming(30000, 30000))), None), [IMG, "does not decode", "decompression bomb"]),
+    # over PIL's warning limit, under its error limit: an error here too, not a warning and a decode
+    "image-decompression-bomb-warning": (lambda t: (_folders_with(t, lambda f: _replace_image(
+        f, IMG, _png_header_claiming(10000, 10000))), None), [IMG, "does not decode", "decompression bomb"]),
+    # refused by its header's size: the data (which would not fill it) is never decoded
+    "image-too-large-by-header": (lambda t: (_folders_with(t, lambda f: _replace_image(
+        f, IMG, _png_header_claiming(2000, 2000))), None), [IMG, "2000x2000", "expected 32x32 RGB"]),
     "empty-test-split": (lambda t: (_folders_with(t, lambda f: _drop(f, "cifar10/test/")), None),
                          ["test split is empty"]),
     "two-top-folders": (lambda t: (_folders_with(t, lambda f: f.update(
@@ -577,6 +583,7 @@ def _png_header_claiming(width: int, height: int) -> bytes:
 
 
 STAGE_CASES = ["md5-mismatch", "truncated-tar-gz", "tar-cut-at-member", "garbage", "gzip-of-garbage",
+               "image-decompression-bomb-warning",
                "missing-class-folder", "image-31x32", "image-not-decoding", "empty-test-split",
                "missing-batch", "no-such-source", "duplicate-member", "batch-labels-not-a-list"]
 
@@ -597,6 +604,52 @@ def test_stage_bad_input_exits_2_with_one_line_and_no_outputs(tmp_path, case):
     source, md5 = build(tmp_path / "src")
     work = tmp_path / "work"
     assert_stage_failed(run_stage(work, source, md5=md5), work, *words)
+
+
+def _folders_without_cat(tmp_path, container, dirs, files) -> Path:
+    """Class folders of every class but cat, plus the folders `dirs` and the files `files`: as a
+    folder, as a tar made from it (a directory entry for each folder, as `tar cf` makes), or as
+    a bare tar of the files only."""
+    files = {**{n: b for n, b in class_folder_files(small_arrays()).items() if "/cat/" not in n}, **files}
+    if container == "bare-tar":
+        return write_tar(tmp_path / "classes.tar", files, "w")
+    root = tmp_path / "cifar10"
+    for name, payload in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(payload)
+    for name in dirs:
+        (root / name).mkdir(parents=True)
+    if container == "dir":
+        return root
+    with tarfile.open(tmp_path / "classes.tar", "w") as tar:
+        tar.add(root, arcname="cifar10")
+    return tmp_path / "classes.tar"
+
+
+@pytest.mark.parametrize("container,dirs,files,named", [
+    ("tar", ["train/cat", "test/cat"], {}, "train/cat, test/cat"),
+    ("dir", ["train/cat", "test/cat"], {}, "train/cat, test/cat"),
+    ("tar", ["test/cat"], {"train/cat/0000.png": encode(np.zeros((32, 32, 3), np.uint8))}, "test/cat"),
+    ("bare-tar", [], {"train/cat/notes.txt": b"", "test/cat/notes.txt": b""}, "train/cat, test/cat"),
+], ids=["empty-in-both", "empty-in-both-folder", "empty-in-test", "only-other-files"])
+def test_empty_class_folder_is_refused_not_dropped(tmp_path, container, dirs, files, named):
+    """An empty class folder would otherwise silently give 9 classes, or a class one split lacks."""
+    message = fails(_folders_without_cat(tmp_path, container, dirs, files), tmp_path)
+    assert f"no images in class folder(s) {named};" in message, message
+
+
+def test_junk_folders_are_not_empty_classes(tmp_path):
+    """Hidden folders, and folders beside the data (macOS's __MACOSX/, an emptied old copy),
+    are neither classes nor empty ones."""
+    root = write_class_folders(tmp_path / "cifar10", small_arrays())
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "__MACOSX" / "train" / "cat").mkdir(parents=True)
+    (root / "__MACOSX" / "train" / "cat" / "._0000.png").write_bytes(b"AppleDouble")
+    (root / "old" / "test" / "kitten").mkdir(parents=True)
+    with tarfile.open(tmp_path / "junk.tar", "w") as tar:
+        tar.add(root, arcname="cifar10")
+    for source in (root, tmp_path / "junk.tar"):
+        assert read(source, tmp_path)[0].classes == CLASSES
 
 
 def test_stage_sample_size_larger_than_the_data(tmp_path):
@@ -720,6 +773,16 @@ def test_tar_member_escaping_is_refused(tmp_path, name):
     assert "unsafe archive member refused" in message, message
     assert not list(tmp_path.rglob("*escape.png"))  # nothing written, inside or out
     assert not (tmp_path.parent / "escape.png").exists()
+
+
+def test_dotdot_member_is_refused_by_name_before_decoding(tmp_path, monkeypatch):
+    """`train/../0000.jpg` stays inside an extraction folder, so tarfile's data filter lets it
+    through; read as class folders, it and `test/../0000.jpg` would make an 11th class `..`."""
+    files = class_folder_files(small_arrays(), "jpg")
+    files["train/../0000.jpg"] = files["test/../0000.jpg"] = files["train/cat/0000.jpg"]
+    monkeypatch.setattr(sources, "_decode_all", lambda images: pytest.fail("decoded before refusing"))
+    message = fails(write_tar(tmp_path / "dotdot.tar.gz", files), tmp_path)
+    assert "unsafe archive member refused: 'train/../0000.jpg' contains '..'" in message, message
 
 
 @pytest.mark.parametrize("name,kind,linkname,words", [

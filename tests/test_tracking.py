@@ -1,0 +1,62 @@
+"""The MLflow store, checked before work and left clean after a crash: a read-only store is
+refused in one line, and a run whose process died outright is marked KILLED, not left RUNNING."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from sel.errors import SelError
+from sel.tracking import Tracker
+
+
+def tracker_in_child(code: str, uri: str, **kw) -> subprocess.CompletedProcess:
+    """Run `code` after `t = Tracker('x', uri)` in a fresh Python process."""
+    script = f"from sel.tracking import Tracker\nt = Tracker('x', {uri!r})\n{code}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def test_a_run_whose_process_was_killed_outright_is_marked_killed_by_the_next_of_its_name(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    died = tracker_in_child("import os, signal\nt.start('sel95@42', {}, {})\n"
+                            "os.kill(os.getpid(), signal.SIGKILL)", uri)
+    assert died.returncode == -signal.SIGKILL
+    tracker = Tracker("x", uri)
+    other = Tracker("x", uri)
+    other.start("baseline@42", {}, {})  # alive (this process): never touched
+    tracker.start("sel95@42", {}, {})
+    runs = {(r.info.run_name, r.info.status) for r in tracker.client.search_runs([tracker.experiment_id])}
+    assert runs == {("sel95@42", "KILLED"), ("sel95@42", "RUNNING"), ("baseline@42", "RUNNING")}
+
+
+def test_a_read_only_store_is_refused_in_one_line_before_any_work(tmp_path):
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    assert tracker_in_child("", uri).returncode == 0  # the store and its experiment exist
+    # root writes read-only files: as root the file is made immutable instead
+    lock = ["chattr", "+i", str(db)] if os.geteuid() == 0 else ["chmod", "444", str(db)]
+    subprocess.run(lock, check=True)
+    try:
+        out = tracker_in_child("", uri)
+    finally:
+        subprocess.run(["chattr", "-i", str(db)] if os.geteuid() == 0 else ["chmod", "644", str(db)])
+    assert out.returncode != 0
+    assert f"SelError: the MLflow store {db} is not writable (attempt to write a readonly database)" \
+        in out.stderr
+
+
+def test_a_closed_port_names_the_refused_connection(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    with pytest.raises(SelError) as raised:
+        Tracker("x")
+    assert "Connection refused" in str(raised.value) and "\n" not in str(raised.value)
