@@ -15,6 +15,21 @@ METRICS = ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/fl
            "compute/saved_executed_pct")
 PERCENT = {"acc/test_full", "acc/test_100", "sparsity/sparsity", "sparsity/params_changed"}  # shown as %
 
+# One colour per experiment in every view (summary figure, results page, `dvc plots`, whose
+# template .dvc/plots/experiments.json lists the same by label): baseline and lottery far apart.
+COLOURS = {"baseline": "#1f77b4", "lottery": "#d62728", "sel95": "#2ca02c", "warmup_sel": "#ff7f0e",
+           "baseline_masked": "#9467bd", "sel_dense_grads": "#8c564b", "sel_constant_lr": "#e377c2",
+           "random_subsets": "#7f7f7f", "sel_random_order": "#bcbd22", "sel95_target": "#17becf"}
+SPARE = ["#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"]  # experiments of your own
+
+
+def colours(names: list[str]) -> dict[str, str]:
+    """Each experiment's colour (by its params name or its label): its own, or a spare one."""
+    known = {**COLOURS, **{label(name): c for name, c in COLOURS.items()}}
+    spare = iter(SPARE * len(names))
+    return {name: known.get(name) or next(spare) for name in names}
+
+
 # The original's published table (one T4 GPU, ImageNet-initialised ResNet-18, official CIFAR-10).
 PUBLISHED = {
     "baseline": {"acc/test_100": 0.932, "compute/flops_proxy_T": 33.5, "compute/time_s": 1398},

@@ -10,13 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import label
-from .report import ec_measured
+from .report import colours, ec_measured
 
 VENDOR = Path(__file__).parent / "vendor"
 SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"  # an identifier; nothing is fetched
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf", "#393b79", "#ad494a"]  # tab10 with baseline and lottery far apart
 
 # (column, chart title, y axis title, d3 format of its values) of every per-epoch panel
 LINES = [("acc/test_full", "Full test accuracy", "accuracy", ".1%"),
@@ -82,7 +80,7 @@ def stage_boundaries(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> li
 
 def _colour(systems: list[str]) -> dict:
     return {"field": "experiment", "type": "nominal", "title": "experiment", "sort": systems,
-            "scale": {"domain": systems, "range": COLOURS[:len(systems)] or COLOURS}}
+            "scale": {"domain": systems, "range": list(colours(systems).values())}}
 
 
 def _epoch_axis() -> dict:
@@ -194,8 +192,8 @@ def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
         tooltip = [{"field": "experiment"}, {"field": "n", "title": "seeds"},
                    {"field": "acc/test_full", "format": ".1%"}, {"field": saved, "format": ".1f", "title": title}]
         return {"width": 420, "height": 260, "layer": [
-            {"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**y, "field": "test_full_lo"},
-                                                    "y2": {"field": "test_full_hi"}, "color": _colour(systems)}},
+            {"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**y, "field": "acc/test_full_lo"},
+                                                    "y2": {"field": "acc/test_full_hi"}, "color": _colour(systems)}},
             {"mark": {"type": "rule"}, "encoding": {"x": {**x, "field": f"{saved}_lo"}, "x2": {"field": f"{saved}_hi"},
                                                     "y": y, "color": _colour(systems)}},
             {"mark": {"type": "point", "filled": True, "size": 90},

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .figures import label  # noqa: E402
-from .report import classes_of, ec_measured  # noqa: E402
+from .report import classes_of, colours, ec_measured  # noqa: E402
 
 CURVES = [("acc/test_full", "test accuracy (full test set)"), ("acc/test_100", "held-out accuracy"),
           ("acc/train_acc", "train accuracy"), ("sparsity/sparsity", "gradient entries zeroed per step"),
@@ -29,8 +29,7 @@ def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary
     """`curves`: {experiment: (mean, half-width)} per epoch; `summary`: report.summarise's;
     `caption`: the protocol, printed under the title."""
     fig, axes = plt.subplots(4, 4, figsize=(22, 17))
-    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
-    colour = {name: colours(i) for i, name in enumerate(curves)}
+    colour = colours(list(curves))
     for ax, (col, title) in zip(axes[:3, :3].flat, CURVES):
         for name, (mean, half) in curves.items():
             style = {"lw": 1.3, **ON_TOP.get(name, {})}

@@ -130,14 +130,20 @@ class Tracker:
         return self.run_id
 
     def _end_orphans(self, run_name: str) -> None:
-        """Mark KILLED the RUNNING runs of this name whose process, on this host, is gone: a
-        stage killed outright (or whose checkpoint could not be read) leaves its run behind."""
+        """End the RUNNING runs of this name whose process, on this host, is gone: a stage killed
+        outright, or whose checkpoint could not be read, leaves its run behind. One that recorded
+        epochs is marked KILLED; one cut short before its first epoch (the store lost between
+        creating it and the checkpoint naming it) recorded nothing and is deleted (restorable),
+        so that each training shows once."""
         query = f"attributes.run_name = '{run_name}' and attributes.status = 'RUNNING'"
         for run in self.client.search_runs([self.experiment_id], query):
             tags = run.data.tags
             pid = int(tags.get("sel.pid", 0))  # runs without it are left alone
             if tags.get("sel.host") == socket.gethostname() and pid > 0 and not process_alive(pid):
-                self.client.set_terminated(run.info.run_id, "KILLED")
+                if run.data.metrics:
+                    self.client.set_terminated(run.info.run_id, "KILLED")
+                else:
+                    self.client.delete_run(run.info.run_id)
 
     def log_metrics(self, values: dict, step: int) -> None:
         from mlflow.entities import Metric

@@ -1,6 +1,7 @@
 """The aggregate's views of a run: the results page drawn in a real browser, offline; the
 summary figure in both formats; the long tables behind `dvc plots`."""
 
+import json
 import re
 
 import numpy as np
@@ -58,6 +59,32 @@ def test_results_page_draws_every_chart_offline(tmp_path):
     assert "Warmup+SEL" in dom and "protocol line" in dom and "<td>1</td>" in dom
 
 
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def test_every_field_a_chart_draws_is_in_its_data():
+    """A renamed column must not leave a chart drawing a field its data lacks (Vega draws
+    nothing for it, silently: an error bar, a tooltip value)."""
+    curves, summary = fixture()
+    for spec in charts(curves, summary, list(CLASSES)):
+        have = {"value"}  # fields that transforms make
+        for node in _walk(spec):
+            if isinstance(node.get("values"), list):
+                have |= {k for row in node["values"] for k in row}
+            for key in ("as", "groupby"):
+                made = node.get(key)
+                have |= set(made) if isinstance(made, list) else {made} if isinstance(made, str) else set()
+        drawn = {node["field"] for node in _walk(spec) if isinstance(node.get("field"), str)}
+        assert drawn <= have, (spec.get("title"), drawn - have)
+
+
 def test_warm_up_epochs_have_no_e_or_c_and_stage_boundaries_are_marked_once():
     curves, _ = fixture()
     rows = class_rows(curves, list(CLASSES))
@@ -77,3 +104,20 @@ def test_summary_figure_in_raster_and_vector_with_its_caption(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = svg.read_text()
     assert text.lstrip().startswith("<?xml") and "<svg" in text
+
+
+def test_every_view_gives_an_experiment_the_same_colour(tmp_path):
+    from conftest import ROOT
+    from sel.figures import label
+    from sel.report import COLOURS, colours
+
+    template = json.loads((ROOT / ".dvc" / "plots" / "experiments.json").read_text())
+    scale = next(n for n in _walk(template) if n.get("field") == "experiment" and "scale" in n)["scale"]
+    assert dict(zip(scale["domain"], scale["range"])) == {label(n): c for n, c in COLOURS.items()}
+    curves, summary = fixture()
+    page = [n for spec in charts(curves, summary, list(CLASSES)) for n in _walk(spec)
+            if n.get("field") == "experiment" and "scale" in n]
+    assert page and all(dict(zip(n["scale"]["domain"], n["scale"]["range"])) ==
+                        {label(k): v for k, v in colours(list(curves)).items()} for n in page)
+    assert colours(["baseline", "mine", "yours"]) == {"baseline": COLOURS["baseline"], "mine": "#393b79",
+                                                       "yours": "#ad494a"}

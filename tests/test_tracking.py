@@ -21,17 +21,22 @@ def tracker_in_child(code: str, uri: str, **kw) -> subprocess.CompletedProcess:
                           timeout=120, **kw)
 
 
-def test_a_run_whose_process_was_killed_outright_is_marked_killed_by_the_next_of_its_name(tmp_path):
+def test_a_run_whose_process_died_is_ended_by_the_next_of_its_name(tmp_path):
+    """Killed after an epoch: marked KILLED, what it recorded kept. Cut short before its first
+    epoch (nothing recorded): deleted, so the training shows once. A live one: untouched."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    died = tracker_in_child("import os, signal\nt.start('sel95@42', {}, {})\n"
-                            "os.kill(os.getpid(), signal.SIGKILL)", uri)
-    assert died.returncode == -signal.SIGKILL
+    for name, epoch in (("sel95@42", "t.log_metrics({'acc/test_full': 0.5}, step=1)"), ("lottery@42", "")):
+        died = tracker_in_child(f"import os, signal\nt.start({name!r}, {{}}, {{}})\n{epoch}\n"
+                                "os.kill(os.getpid(), signal.SIGKILL)", uri)
+        assert died.returncode == -signal.SIGKILL
     tracker = Tracker("x", uri)
     other = Tracker("x", uri)
     other.start("baseline@42", {}, {})  # alive (this process): never touched
     tracker.start("sel95@42", {}, {})
-    runs = {(r.info.run_name, r.info.status) for r in tracker.client.search_runs([tracker.experiment_id])}
-    assert runs == {("sel95@42", "KILLED"), ("sel95@42", "RUNNING"), ("baseline@42", "RUNNING")}
+    tracker.start("lottery@42", {}, {})
+    runs = sorted((r.info.run_name, r.info.status) for r in tracker.client.search_runs([tracker.experiment_id]))
+    assert runs == [("baseline@42", "RUNNING"), ("lottery@42", "RUNNING"), ("sel95@42", "KILLED"),
+                    ("sel95@42", "RUNNING")]
 
 
 def test_a_read_only_store_is_refused_in_one_line_before_any_work(tmp_path):

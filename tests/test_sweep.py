@@ -1,0 +1,185 @@
+"""Sweeps on a real local Ray instance, and the team store: an MLflow server on a real
+PostgreSQL, receiving every run of a `dvc repro` and of sweeps, through a worker killed mid-trial
+and a server killed mid-sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import env_for_stages, mlflow_runs, run, set_params
+from servers import MlflowServer, postgres, postgres_bin
+
+
+def write_grid(repo: Path, grid: dict) -> Path:
+    path = repo / f"{grid['name']}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def sweep(repo: Path, grid: Path, *args, env=None, check=True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "sel.sweep", str(grid), *args], repo, check=check,
+               env=env or env_for_stages(), timeout=900)
+
+
+def start_sweep(repo: Path, grid: Path, *args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sel.sweep", str(grid), *args], cwd=repo,
+                            env=env or env_for_stages(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(repo: Path, experiment: str, proc: subprocess.Popen, timeout=300) -> None:
+    deadline = time.monotonic() + timeout
+    while not list((repo / "checkpoints").glob(f"{experiment}-seed42-*.pt")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.1)
+
+
+def training_process(experiment: str) -> int:
+    """The pid of the `pipeline.train` process training `experiment` (a trial's step)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pipeline.train" in cmd and experiment.encode() in cmd:
+            return int(pid)
+    raise AssertionError(f"no training process of {experiment}")
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def assert_each_trial_once_finished(client, runs: list, epochs: int | None = None) -> None:
+    trials = [r.data.tags["sweep.trial"] for r in runs]
+    assert len(trials) == len(set(trials)), trials
+    for r in runs:
+        assert r.info.status == "FINISHED", (r.info.run_name, r.info.status)
+        if epochs:
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, "acc/test_full")]
+            assert sorted(steps) == list(range(1, epochs + 1)), (r.info.run_name, steps)
+
+
+def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
+    grid = write_grid(project, {"name": "tiny", "experiments": ["baseline", "sel95"], "seeds": [42, 43],
+                                "grid": {"sel.gamma_decay": [0.3]}})
+    out = sweep(project, grid, "--workers", "2")
+    assert "4 trials, 4 distinct runs, 0 already finished, 4 to run" in out.stdout
+    assert sum(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in out.stdout.splitlines()) == 4
+    assert "left ~" in out.stdout
+
+    client, runs = mlflow_runs(project)
+    trial_runs = runs["baseline"] + runs["sel95"]
+    assert len(trial_runs) == 4 and {r.data.tags["sweep"] for r in trial_runs} == {"tiny"}
+    assert_each_trial_once_finished(client, trial_runs)
+    assert json.loads(runs["sel95"][0].data.tags["sweep.overrides"]) == {"sel.gamma_decay": 0.3}
+    assert json.loads(runs["baseline"][0].data.tags["sweep.overrides"]) == {}  # reads no SEL knob
+    spans = sorted((r.info.start_time, r.info.end_time) for r in trial_runs)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans  # two workers: trials overlap
+
+    summary = json.loads((project / "sweeps" / "tiny" / "summary.json").read_text())
+    (point,) = summary["points"]
+    assert point["overrides"] == {"sel.gamma_decay": 0.3}
+    assert {e["experiment"]: e["metrics"]["acc/test_full"]["n"] for e in point["experiments"]} == \
+        {"baseline": 2, "sel95": 2}
+    _, aggregates = mlflow_runs(project, "sel-benchmark-aggregate")
+    (agg,) = aggregates["aggregate"]
+    assert agg.info.run_name == "sweep:tiny" and "test_full/p0.sel95.mean" in agg.data.metrics
+
+    again = sweep(project, grid, "--workers", "2")
+    assert "4 already finished, 0 to run" in again.stdout
+    _, runs = mlflow_runs(project)
+    assert len(runs["baseline"] + runs["sel95"]) == 4
+
+
+def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_same_run(project):
+    epochs = 12
+    grid = write_grid(project, {"name": "kill", "experiments": ["baseline"], "seeds": [42],
+                                "base": {"experiments.baseline.epochs": epochs}})
+    proc = start_sweep(project, grid, "--workers", "1")
+    wait_for_checkpoint(project, "baseline", proc)
+    trainer = training_process("baseline")
+    os.kill(parent_of(trainer), signal.SIGKILL)  # the Ray worker; its step dies with it
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    log = next((project / "sweeps" / "kill" / "trials").glob("baseline-*/log.txt")).read_text()
+    assert "resuming after epoch" in log
+    client, runs = mlflow_runs(project)
+    assert_each_trial_once_finished(client, runs["baseline"], epochs)
+
+
+@pytest.mark.skipif(postgres_bin() is None and not os.environ.get("SEL_REQUIRE_POSTGRES"),
+                    reason="PostgreSQL not installed (.ci/run installs Debian's postgresql)")
+def test_a_team_server_on_postgresql_takes_every_run_and_an_outage_loses_none(project, tmp_path):
+    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"]}})
+    with postgres() as database:
+        server = MlflowServer(database, tmp_path / "artifacts").start()
+        env = {**env_for_stages(), "MLFLOW_TRACKING_URI": server.uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+        try:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(server.uri)
+
+            def runs_of(experiment="sel-benchmark", sweep_name=None):
+                found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+                return [r for r in found if r.data.tags.get("sweep") == sweep_name]
+
+            run(["dvc", "repro"], project, env=env)
+            assert {(r.info.run_name, r.info.status) for r in runs_of()} == {("baseline@42", "FINISHED"),
+                                                                            ("sel95@42", "FINISHED")}
+            assert [r.info.run_name for r in runs_of("sel-benchmark-aggregate")] == ["aggregate"]
+            assert not (project / "mlflow.db").exists()
+
+            # four trials writing to the store at once
+            grid = write_grid(project, {"name": "four", "experiments": ["baseline"], "seeds": [42, 43, 44, 45]})
+            out = sweep(project, grid, "--workers", "4", env=env)
+            assert "database is locked" not in out.stdout + out.stderr
+            assert len(runs_of(sweep_name="four")) == 4
+            assert_each_trial_once_finished(client, runs_of(sweep_name="four"))
+
+            # the server killed mid-sweep: trials fail in one line, a rerun completes the rest
+            epochs = 10
+            grid = write_grid(project, {"name": "outage", "experiments": ["baseline"], "seeds": [42, 43],
+                                        "base": {"experiments.baseline.epochs": epochs}})
+            proc = start_sweep(project, grid, "--workers", "2", env=env)
+            wait_for_checkpoint(project, "baseline", proc)
+            server.stop()
+            out = proc.communicate(timeout=600)[0]
+            assert proc.returncode == 2, out
+            assert f"lost the MLflow tracking store {server.uri}" in out or "cannot reach" in out, out
+            assert "Traceback" not in out.split("sweep outage:")[-1]
+            server.start()
+            again = sweep(project, grid, "--workers", "2", env=env)
+            assert "already finished" in again.stdout
+            done = runs_of(sweep_name="outage")
+            assert len(done) == 2
+            assert_each_trial_once_finished(client, done, epochs)
+            assert len(runs_of(sweep_name="four")) == 4  # nothing recorded before was lost
+        finally:
+            server.stop()
+
+
+@pytest.mark.parametrize("grid, says", [
+    ({"name": "x", "grid": {"calibrate.percentile": [40, 100]}}, "point {'calibrate.percentile': 100}: params: "
+                                                                 "calibrate.percentile = 100"),
+    ({"name": "x", "grid": {"sel.gama_decay": [0.1]}}, "unknown key 'sel.gama_decay'"),
+    ({"name": "x", "experiments": ["nope"]}, "experiment 'nope' is not in train_stages"),
+    ({"name": "x", "grid": {"sel.gamma_decay": 0.1}}, "grid axis 'sel.gamma_decay' needs a non-empty list"),
+    ({"name": "x", "seeds": ["a"]}, "`seeds` must be a list of non-negative integers"),
+    ({"name": "x y"}, "`name` must be letters"),
+    ({"name": "x", "grids": {}}, "unknown key 'grids'"),
+])
+def test_a_bad_grid_is_refused_in_one_line_before_any_work(project, grid, says):
+    path = project / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    out = sweep(project, path, check=False)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and not (project / "sweeps").exists()
