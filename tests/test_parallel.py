@@ -19,7 +19,7 @@ def test_parallel_runs_the_pipeline_with_training_stages_overlapping(project):
     # every stage recorded in dvc.lock, and nothing left for dvc to do
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     trained = {"train_dense@baseline-42", "train_sel@sel95-42"}
-    assert trained | {"download", "sort@42", "calibrate@42", "aggregate"} == set(lock)
+    assert trained | {"check_params", "download", "sort@42", "calibrate@42", "aggregate"} == set(lock)
     assert "up to date" in run(["dvc", "status"], project).stdout
     again = run(["dvc", "repro"], project).stdout
     assert "Running stage" not in again, again
