@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT
 from sel.curriculum import Pools, stage_gamma
 from sel.errors import SelError
-from sel.experiments import needs_gamma, needs_pools, plan
+from sel.experiments import check_plan, needs_gamma, needs_pools, plan
 from sel.params import Params, parse_params
 from sel.report import summarise
 from sel.stats import describe, paired
@@ -194,3 +194,13 @@ def test_summary_statistics_and_attribution_rows():
         pytest.approx(12.7062047 * 0.08 / 2, abs=1e-6)
     assert fewer["acc/test_full"]["mean"] == pytest.approx(-0.13)  # (-0.15 - 0.11) / 2
     assert out["seeds"] == [42, 43]
+
+
+def test_a_phase_of_no_more_images_than_a_batch_is_warned_about(capsys):
+    y = labels()
+    phases = phases_of("sel95", y)
+    check_plan("sel95", PARAMS.experiments["sel95"], phases, difficulty_pools(y), batch_size=10_000)
+    warned = capsys.readouterr().err.strip().splitlines()
+    assert len(warned) == len(phases) and all("one optimizer step per epoch" in w for w in warned)
+    check_plan("sel95", PARAMS.experiments["sel95"], phases, difficulty_pools(y), batch_size=4)
+    assert capsys.readouterr().err == ""
