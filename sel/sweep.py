@@ -149,7 +149,8 @@ def _trial(folder: Path, name: str, seed: int, point: dict, raw: dict, params, p
             reads.update(read)
     reads.update(data)
     trial_folder = folder / "trials" / f"{name}-seed{seed}-{_digest([n.folder.name for n in needs] + [reads])}"
-    step = _prep(prepared, trial_folder, ("pipeline.train", group, name, str(seed)), str(run_outputs(name, seed)[2]))
+    step = _prep(prepared, trial_folder, ("pipeline.train", group, name, str(seed)),
+                 str(run_outputs(name, seed)[2]))
     read = {k: v for k, v in point.items() if any(r == k or r.startswith(k + ".") for r in reads)}
     trial = Trial(name, seed, point, read, raw, step, needs)
     _lay_out(trial_folder, raw, needs[0].folder, needs[1:])
