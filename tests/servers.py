@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on (closed again when this returns)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

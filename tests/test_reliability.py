@@ -4,7 +4,6 @@ reported and recorded; two queued experiments run in parallel on the SQLite stor
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import torch
 
 from builders import make_arrays, write_class_folder_tar
 from conftest import env_for_stages, git_commit, mlflow_runs, run, set_params
+from servers import free_port
 
 # enough images that an epoch takes a moment, so the kill lands mid-epoch
 LONGER = {"experiments": {"lottery": {"pretrain_epochs": 2, "epochs": 4}},
@@ -117,12 +117,6 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_the_checkpoint(project, longer_so
     _, (killed,) = named_runs(project, "lottery")
     assert killed.info.status == "KILLED"
     assert checkpoint_done(project) >= 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when this returns: nothing listens there
 
 
 def test_unreachable_tracking_server_fails_before_any_work(project):

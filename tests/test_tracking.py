@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from servers import free_port
 from sel.errors import SelError
 from sel.tracking import Tracker
 
@@ -56,12 +57,7 @@ def test_a_read_only_store_is_refused_in_one_line_before_any_work(tmp_path):
 
 
 def test_a_closed_port_names_the_refused_connection(tmp_path, monkeypatch):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(SelError) as raised:
         Tracker("x")
     assert "Connection refused" in str(raised.value) and "\n" not in str(raised.value)
