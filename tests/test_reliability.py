@@ -56,7 +56,7 @@ def wait_for(condition, timeout=240, what="condition", poll=0.05):
 
 
 @pytest.mark.parametrize("experiment, kill_after", [("lottery", 3), ("sel95", 2), ("baseline", 0)])
-def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_source, experiment, kill_after):
+def test_sigkill_mid_epoch_resumes_into_the_same_run(project, longer_source, experiment, kill_after):
     set_params(project, {"data": {"source": str(longer_source)}, **LONGER,
                          "experiments": {**LONGER["experiments"], "baseline": {"epochs": 2}}})
     git_commit(project, "longer")
@@ -84,11 +84,9 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run(project, tmp_path, longer_s
         assert sorted(m.step for m in client.get_metric_history(final.info.run_id, key)) == epochs, key
     assert not list((project / "checkpoints").glob("*.pt"))  # a finished stage leaves none
 
-    # the same configuration, never interrupted, in a second copy of the project
-    reference = tmp_path / "reference"
-    run(["git", "clone", "-q", str(project), str(reference)], tmp_path)
-    run(["dvc", "repro", stage], reference)
-    expected = pd.read_csv(reference / "metrics" / "runs" / experiment / "seed42" / "history.csv")
+    # the same stage again, never interrupted, on the same prepared data
+    run(["dvc", "repro", "--force", "--single-item", stage], project)
+    expected = pd.read_csv(project / "metrics" / "runs" / experiment / "seed42" / "history.csv")
     pd.testing.assert_frame_equal(history.drop(columns="compute/time_s"),
                                   expected.drop(columns="compute/time_s"))
 
@@ -144,6 +142,8 @@ def test_a_mistyped_key_no_stage_reads_stops_dvc_repro_before_any_work(project, 
 
 
 def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
+    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"]}})
+    git_commit(project, "two experiments")
     for decay in ("0.1", "0.2"):
         run(["dvc", "exp", "run", "--queue", "-S", f"sel.gamma_decay={decay}"], project)
     run(["dvc", "queue", "start", "-j", "2"], project)
@@ -160,8 +160,7 @@ def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
     assert "Failed" not in status, status
     client, by_name = mlflow_runs(project)
     runs = [r for group in by_name.values() for r in group]
-    assert {k: len(v) for k, v in by_name.items()} == {
-        "baseline": 2, "lottery": 2, "sel95": 2, "warmup_sel": 2, "sel_random_order": 2}
+    assert {k: len(v) for k, v in by_name.items()} == {"baseline": 2, "sel95": 2}
     _, aggregates = mlflow_runs(project, "sel-benchmark-aggregate")
     assert [r.info.status for r in aggregates["aggregate"]] == ["FINISHED"] * 2
     for r in runs:
