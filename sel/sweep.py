@@ -262,10 +262,11 @@ def run(trials: list[Trial], name: str, root: Path, args) -> list[Trial]:
 
 
 def _message(e: Exception) -> str:
-    """The one line of a failed step, out of Ray's wrapping of it."""
-    text = str(getattr(e, "cause", None) or e)
-    found = re.findall(r"SelError: (.+)", text)
-    return found[-1] if found else text.strip().splitlines()[-1][:300]
+    """The one line of a failed step: Ray re-raises the stage's SelError as a subclass of it,
+    the original in `cause`; anything else (a worker lost for good) by its last line."""
+    if isinstance(e, SelError):
+        return str(getattr(e, "cause", e))
+    return str(e).strip().splitlines()[-1][:300]
 
 
 def main(argv=None):
