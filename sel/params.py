@@ -384,12 +384,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
-def stage_keys(stage: str) -> list[str]:
+def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
     """The params keys (or sections) each stage reads, as dvc.yaml lists them: a stage re-runs
     only when one of these changes. Its seed and experiment come on its command line (DVC's
     matrix), not from params, so adding a seed re-runs nothing that ran. train_dense reads
-    nothing of `sel`: the E/C it records use `train.ec_temperature`."""
-    experiment = ["data.held_out_per_class", "model", "train", "experiments.${item.experiment}", "mlflow"]
+    nothing of `sel`: the E/C it records use `train.ec_temperature`. `experiment`: the one a
+    training stage trains (default: dvc.yaml's matrix placeholder)."""
+    experiment = ["data.held_out_per_class", "model", "train", f"experiments.{experiment}", "mlflow"]
     keys = {
         "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class"],
         "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],

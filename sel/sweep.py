@@ -135,7 +135,7 @@ def _trial(folder: Path, name: str, seed: int, point: dict, raw: dict, params, p
     group = "dense" if name in params.train_stages.dense else "sel"
     # each step is named by what it reads, as DVC would: points that differ only in params an
     # experiment does not read (the baseline across SEL knobs) share one run
-    reads = {**_reads(flat, stage_keys(f"train_{group}")), **_reads(flat, [f"experiments.{name}"])}
+    reads = _reads(flat, stage_keys(f"train_{group}", name))
     data = _reads(flat, stage_keys("download"))
     needs = [_prep(prepared, folder / "prep" / f"data-{_digest(data)}", ("pipeline.download",),
                    "data/cifar10.npz")]
