@@ -14,7 +14,7 @@ from sel.cli import stage
 from sel.errors import SelError
 from sel.files import json_text, run_outputs, staged_outputs
 from sel.params import load_params
-from sel.report import classes_of, long_curves, markdown, mean_curves, mlflow_metrics, summarise
+from sel.report import classes_of, headline, long_curves, markdown, mean_curves, mlflow_metrics, summarise
 from sel.results_page import class_rows, write_results_page
 from sel.summary_figure import summary_figure
 from sel.tracking import Tracker, run_tags
@@ -57,10 +57,13 @@ def main():
     caption = protocol(summaries, seeds)
     curve_files = [OUT / "curves" / f"{name}.csv" for name in curves]
     files = [OUT / f for f in ("summary.json", "summary.md", "summary.png", "summary.svg", "results.html",
-                               "plots/experiments.csv", "plots/classes.csv")]
-    with staged_outputs(*files, *curve_files) as (js, md, png, svg, page, lines, per_class, *cs):
+                               "headline.json", "plots/experiments.csv", "plots/classes.csv")]
+    data = params.data
+    whole_test_set = data.test_per_class is not None and data.held_out_per_class >= data.test_per_class
+    with staged_outputs(*files, *curve_files) as (js, md, png, svg, page, head, lines, per_class, *cs):
         js.write_text(json_text({"data_variant": variant, **summary}))
-        md.write_text(markdown(summary, caption))
+        md.write_text(markdown(summary, caption, held_out_is_test_set=whole_test_set))
+        head.write_text(json_text(headline(summary)))
         summary_figure(curves, summary, caption, png, svg)
         write_results_page(curves, summary, classes, caption, md.read_text(), page)
         long_curves(curves).to_csv(lines, index=False)

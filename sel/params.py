@@ -397,7 +397,8 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
         "calibrate": ["model", "train.device", "calibrate"],
         "train_dense": experiment,
         "train_sel": experiment + ["sel"],
-        "aggregate": ["seeds", "train_stages", "attribution", "mlflow"],
+        "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",
+                      "attribution", "mlflow"],
     }
     if stage not in keys:
         raise ValueError(f"unknown stage {stage!r}")

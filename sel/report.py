@@ -79,6 +79,28 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
             "experiments": experiments, "attribution": rows}
 
 
+# The few figures per experiment that `dvc exp show` and `dvc metrics diff` compare (DVC shows
+# the leaves of metrics/headline.json as columns): final accuracy with its interval, executed
+# compute, wall-clock and sparsity; they grow with experiments, not with seeds.
+HEADLINE = {"acc/test_full": "test_full", "compute/flops_executed_T": "flops_executed_T",
+            "compute/time_s": "time_s", "sparsity/sparsity": "sparsity"}
+
+
+def headline(summary: dict) -> dict:
+    """{experiment: {figure: value}}: means over seeds, and the accuracy's 95% interval."""
+    out = {}
+    for e in summary["experiments"]:
+        figures = {}
+        for metric, name in HEADLINE.items():
+            stat = e["metrics"].get(metric)
+            if stat is not None:
+                figures[name] = stat["mean"]
+                if metric == "acc/test_full" and stat["ci_low"] is not None:
+                    figures.update({f"{name}_ci_low": stat["ci_low"], f"{name}_ci_high": stat["ci_high"]})
+        out[e["experiment"]] = figures
+    return out
+
+
 def mlflow_metrics(summary: dict, point: str = "") -> dict:
     """`<metric>/<point><experiment>.<mean|sd|ci_low|ci_high|n>` (the metric without its
     section: `test_full/sel95.mean`; a sweep's point as `p1.`) and `attribution/<factor>.<...>`:
@@ -118,31 +140,37 @@ def _points(stat: dict | None) -> str:
     return text
 
 
-def markdown(summary: dict, note: str) -> str:
-    """The tables of summary.md: results, paired differences, attribution, the original's."""
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> str:
+    """The tables of summary.md: results, paired differences, attribution, the original's.
+    `held_out_is_test_set`: the held-out subset is the whole (reduced) test set, so its column
+    would repeat the full test's; it is left out and a line says why."""
     n = len(summary["seeds"])
+    accuracies = {"acc/test_full": "Full test"} if held_out_is_test_set else \
+        {"acc/test_full": "Full test", "acc/test_100": "Held-out"}
+    columns = {**accuracies, "compute/flops_proxy_T": "FLOPs proxy (T)",
+               "compute/flops_executed_T": "Executed FLOPs (T)", "compute/time_s": "Time (s)",
+               "compute/saved_proxy_pct": "Saved, proxy", "compute/saved_executed_pct": "Saved, executed",
+               "sparsity/sparsity": "Grad. sparsity", "sparsity/params_changed": "Params changed"}
     lines = ["# SEL benchmark", "", note, "",
              f"Seeds: {', '.join(map(str, summary['seeds']))}. Each cell is the final epoch's mean over "
              f"the seeds{' ± half its 95% confidence interval (Student t)' if n > 1 else ''}. "
              "Grad. sparsity: gradient entries zeroed per step; params changed: weights the optimizer "
-             "step changed; both over the masked epochs (every epoch of a dense run).", "",
-             "| System | n | Full test | Held-out | FLOPs proxy (T) | Executed FLOPs (T) | Time (s) | "
-             "Saved, proxy | Saved, executed | Grad. sparsity | Params changed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for e in summary["experiments"]:
-        m = e["metrics"]
-        lines.append(f"| {e['system']} | {len(e['seeds'])} | " + " | ".join(
-            cell(m.get(k), k, ".0f" if k == "compute/time_s" else ".4g")
-            for k in ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/flops_executed_T",
-                      "compute/time_s", "compute/saved_proxy_pct", "compute/saved_executed_pct",
-                      "sparsity/sparsity", "sparsity/params_changed")) + " |")
-    lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", "",
-              "| System | Full test | Held-out |", "|---|---|---|"]
-    for e in summary["experiments"]:
-        if "vs_baseline" in e:
-            d = e["vs_baseline"]
-            lines.append(f"| {e['system']} | {_points(d.get('acc/test_full'))} | "
-                         f"{_points(d.get('acc/test_100'))} |")
+             "step changed; both over the masked epochs (every epoch of a dense run)."
+             + (" The held-out subset is the whole test set here (data.held_out_per_class = "
+                "data.test_per_class), so its accuracy is the full test's and has no column of its own."
+                if held_out_is_test_set else ""), ""]
+    lines += _table(["System", "n", *columns.values()], [
+        [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k == "compute/time_s" else ".4g")
+                                               for k in columns] for e in summary["experiments"]])
+    lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", ""]
+    lines += _table(["System", *accuracies.values()], [
+        [e["system"]] + [_points(e["vs_baseline"].get(k)) for k in accuracies]
+        for e in summary["experiments"] if "vs_baseline" in e])
     if summary["attribution"]:
         lines += ["", "## Where SEL's accuracy goes", "",
                   "Each factor: the paired difference of full-test accuracy between a run with it and "
