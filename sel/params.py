@@ -5,6 +5,7 @@ the key, the value and what is allowed. Names and defaults follow the original p
 """
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -14,9 +15,14 @@ from pathlib import Path
 import yaml
 
 from .errors import SelError
+from .names import check_name
 
 ORIGINALS = ("baseline", "lottery", "sel95", "warmup_sel")
 RECIPES = ("dense", "lottery", "curriculum")
+
+# A name that reaches shell commands, paths, MLflow keys and the results page (sel.names): the
+# annotation on experiments, train_stages, attribution and curriculum stages.
+Name = typing.NewType("Name", str)
 
 
 def _knob(default, help, check=None):
@@ -102,7 +108,7 @@ class CalibrateParams:
 
 @dataclass(frozen=True)
 class Stage:
-    name: str = _knob("stage", "stage name")
+    name: Name = _knob("stage", "stage name")
     start: float = _knob(0.0, "start fraction of each class's sorted pool", _between(0, 1))
     end: float = _knob(1.0, "end fraction of each class's sorted pool", _between(0, 1))
 
@@ -204,10 +210,10 @@ class TrainStagesParams:
     """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
     `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains."""
 
-    dense: tuple[str, ...] = _knob(lambda: ("baseline", "lottery"),
-                                   "experiments trained by stage train_dense")
-    sel: tuple[str, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in ("baseline", "lottery")),
-                                 "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
+    dense: tuple[Name, ...] = _knob(lambda: ("baseline", "lottery"),
+                                    "experiments trained by stage train_dense")
+    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in ("baseline", "lottery")),
+                                  "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
 
     def names(self) -> tuple[str, ...]:
         return self.dense + self.sel
@@ -231,17 +237,17 @@ class Params:
     sort: SortParams = _knob(SortParams, "difficulty sorting")
     calibrate: CalibrateParams = _knob(CalibrateParams, "gamma calibration")
     sel: SelParams = _knob(SelParams, "the SEL method")
-    experiments: dict[str, Experiment] = _knob(lambda: {n: _experiment_from(n, raw, f"experiments.{n}")
-                                                        for n, raw in DEFAULT_EXPERIMENTS.items()},
-                                               "experiments and controls, by name")
+    experiments: dict[Name, Experiment] = _knob(lambda: {n: _experiment_from(n, raw, f"experiments.{n}")
+                                                         for n, raw in DEFAULT_EXPERIMENTS.items()},
+                                                "experiments and controls, by name")
     train_stages: TrainStagesParams = _knob(TrainStagesParams, "which experiments run, in which stage")
-    attribution: dict[str, tuple[str, ...]] = _knob(lambda: dict(DEFAULT_ATTRIBUTION),
-                                                    "factor: [experiment with it, experiment without it]")
+    attribution: dict[Name, tuple[Name, ...]] = _knob(lambda: dict(DEFAULT_ATTRIBUTION),
+                                                      "factor: [experiment with it, experiment without it]")
     mlflow: MlflowParams = _knob(MlflowParams, "run tracking")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-               type(None): "null"}
+               list: "a list", type(None): "null"}
 
 
 def _fail(key, value, problem):
@@ -260,15 +266,19 @@ def _coerce(value, tp, key):
             if option is not type(None) and _matches(value, option):
                 return _coerce(value, option, key)
         _fail(key, value, f"must be {' or '.join(_TYPE_NAMES[o] for o in options)}")
-    if tp == dict[str, Experiment]:
+    if tp is Name:
+        if not isinstance(value, str):
+            _fail(key, value, "must be a string")
+        return check_name(f"params: {key}", value)
+    if tp == dict[Name, Experiment]:
         if not isinstance(value, dict) or not value:
             _fail(key, value, "must be a non-empty mapping of name: experiment")
-        return {str(n): _experiment_from(str(n), v, f"{key}.{n}") for n, v in value.items()}
+        return {n: _experiment_from(n, v, f"{key}.{n}") for n, v in _keys(value, tp, key).items()}
     if typing.get_origin(tp) is dict:
         if not isinstance(value, dict):
             _fail(key, value, "must be a mapping")
         item = typing.get_args(tp)[1]
-        return {str(n): _coerce(v, item, f"{key}.{n}") for n, v in value.items()}
+        return {n: _coerce(v, item, f"{key}.{n}") for n, v in _keys(value, tp, key).items()}
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
         if not isinstance(value, list) or not value:
@@ -276,7 +286,24 @@ def _coerce(value, tp, key):
         return tuple(_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value))
     if not _matches(value, tp):
         _fail(key, value, f"must be {_TYPE_NAMES[tp]}")
-    return float(value) if tp is float else value
+    return _finite(value, key) if tp is float else value
+
+
+def _keys(mapping: dict, tp, key: str) -> dict:
+    """`mapping` with its keys as strings, each checked as the annotation's key type (a Name)."""
+    return {_coerce(str(n), typing.get_args(tp)[0], key): v for n, v in mapping.items()}
+
+
+def _finite(value, key: str) -> float:
+    """A number knob as a float. No knob means inf or nan (YAML's `.inf`, `1.0e999`), and both
+    would pass a `> 0` check only to turn the loss NaN in training."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        _fail(key, value, "must be a finite number")
+    return number
 
 
 def _matches(value, tp):
@@ -371,6 +398,9 @@ def _check_together(p: Params):
 
 def parse_params(raw: dict) -> Params:
     """Validated Params from the parsed params.yaml mapping; raises SelError naming the bad key."""
+    if raw is not None and not isinstance(raw, dict):  # None: an empty file, all defaults
+        kind = _TYPE_NAMES.get(type(raw), type(raw).__name__)
+        raise SelError(f"params.yaml: must be a mapping of sections (seeds, data, model, ...), got {kind}")
     params = _build(Params, raw, "")
     _check_together(params)
     return params

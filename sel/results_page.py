@@ -243,8 +243,12 @@ def charts(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, 
 
 
 def _script_json(value) -> str:
-    """JSON that cannot end the <script> element it sits in."""
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+    """JSON the HTML parser reads as plain text inside its <script>: `</script>` in a name would
+    end the element there, and `<!--<script>` would make the parser skip the element's own end
+    tag (the page then drew no chart). Every `<`, `>` and `&` is written as a JavaScript escape,
+    the same string to the script, so no name can do either."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _table(markdown: str) -> str:

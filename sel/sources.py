@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .dataset import Cifar, check_arrays
 from .errors import SelError
+from .names import check_names
 
 OFFICIAL_NAME = "cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -160,6 +161,7 @@ def _from_batches(files: dict, source: str) -> Cifar:
     classes = meta.get("label_names")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise SelError(f"{source}: batches.meta has no list of label_names")
+    check_names(f"{source}: batches.meta label_names", classes)  # MLflow keys, the page: before the batches
     train = [_batch_arrays(_unpickle(files[f], f), f) for f in BATCH_FILES[:5]]
     x_test, y_test = _batch_arrays(_unpickle(files["test_batch"], "test_batch"), "test_batch")
     x_train = np.ascontiguousarray(np.concatenate([x for x, _ in train]))
@@ -228,6 +230,7 @@ def _check_classes(images: dict, classes: list[str], source: str) -> None:
 
 def _from_folders(images: dict, source: str) -> Cifar:
     classes = sorted({cls for split in images.values() for cls in split})
+    check_names(f"{source}: class folder", classes)  # before the images are decoded
     _check_classes(images, classes, source)
     members = [(split, cls) for split in SPLITS for cls in classes]
     decoded = iter(_decode_all([item for split, cls in members for _, item in images[split][cls]]))

@@ -30,7 +30,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import yaml
 from .errors import SelError
 from .experiments import needs_gamma, needs_pools
 from .files import project_root, run_outputs, seed_data
+from .names import check_name
 from .params import flatten, parse_params, stage_keys
 from .protocols import PROTOCOLS, apply_overrides
 
@@ -91,8 +91,7 @@ def load_grid(path: Path) -> dict:
     unknown = set(grid) - GRID_KEYS
     if unknown:
         raise SelError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(GRID_KEYS))})")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(grid.get("name", ""))):
-        raise SelError(f"{path}: `name` must be letters, digits, '_', '.' or '-' (it names a folder)")
+    check_name(f"{path}: name", grid.get("name"))  # a folder, an MLflow tag
     if grid.get("protocol") is not None and grid["protocol"] not in PROTOCOLS:
         raise SelError(f"{path}: unknown protocol {grid['protocol']!r} (known: {', '.join(PROTOCOLS)})")
     for axis, values in (grid.get("grid") or {}).items():

@@ -225,7 +225,10 @@ def _check_writable(uri: str) -> None:
 
 def _reason(e: Exception) -> str:
     """The part of a connection error that says what happened (`[Errno 111] Connection
-    refused`), which comes after a long URL in requests' message."""
+    refused`), which comes after a long URL in requests' message; a file's error whole, as
+    the path it names is what to fix."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return str(e)
     text = str(e)
     found = re.search(r"\[Errno -?\d+\][^'\")]*", text)
     return found.group(0).strip() if found else text.splitlines()[0][:200] if text else ""

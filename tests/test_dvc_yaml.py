@@ -3,6 +3,7 @@ and exactly the library files its script imports, directly or through other sel 
 dense runs depend on nothing of SEL."""
 
 import ast
+import re
 from pathlib import Path
 
 import yaml
@@ -81,3 +82,11 @@ def test_the_closure_follows_imports():
     closure = library_closure(ROOT / "pipeline" / "download.py")
     assert {"sel/sources.py", "sel/dataset.py", "sel/errors.py"} <= closure
     assert "sel/training.py" not in closure
+
+
+def test_every_command_quotes_what_it_interpolates():
+    """A value from params.yaml that reaches a command is one quoted word: `dvc repro
+    --single-item` skips check_params, and the shell must not read `$(...)` in a name."""
+    for name, stage in STAGES.items():
+        outside_quotes = re.sub(r"'\$\{[\w.]+\}'", "", stage["cmd"])
+        assert "${" not in outside_quotes, (name, stage["cmd"])

@@ -92,3 +92,47 @@ def test_the_old_seed_key_points_to_seeds():
     raw["seed"] = 43
     with pytest.raises(SelError, match="unknown key 'seed': it is now `seeds`, a list"):
         parse_params(raw)
+
+
+@pytest.mark.parametrize("raw_change, named", [
+    (lambda r: r["experiments"].update({"x$(touch PWNED)": {"recipe": "dense"}}), "params: experiments: "),
+    (lambda r: r["train_stages"]["dense"].append("it's"), "params: train_stages.dense.2: "),
+    (lambda r: r["attribution"].update({"a b": ["sel95", "baseline"]}), "params: attribution: "),
+    (lambda r: r["attribution"].update(f=["sel95", "../../tmp/evil"]), "params: attribution.f.1: "),
+    (lambda r: r["sel"]["stages"][0].update(name="<!--<script"), "params: sel.stages.0.name: "),
+])
+def test_a_name_that_could_reach_a_shell_a_path_or_a_page_is_refused_where_it_enters(raw_change, named):
+    """Experiment, factor and stage names go into dvc.yaml's commands, paths, MLflow keys and
+    the results page; one a shared params.yaml sets must not run a command there."""
+    raw = copy.deepcopy(RAW)
+    raw_change(raw)
+    with pytest.raises(SelError) as e:
+        parse_params(raw)
+    message = str(e.value)
+    assert message.startswith(named) and "is not a valid name: use 1-64 letters" in message, message
+    assert "\n" not in message
+
+
+def test_names_as_cifar_spells_them_pass():
+    raw = copy.deepcopy(RAW)
+    raw["experiments"].update({"sel95.v2": {"recipe": "curriculum"}, "Lr-1e-3_x": {"recipe": "dense"}})
+    assert {"sel95.v2", "Lr-1e-3_x"} <= set(parse_params(raw).experiments)
+
+
+@pytest.mark.parametrize("key, value", [("train.lr", float("inf")), ("train.lr", float("nan")),
+                                        ("train.lr", 10 ** 400), ("sel.temperature", float("inf")),
+                                        ("train.ec_temperature", float("inf")),
+                                        ("sel.lr_loss_scale", float("inf"))],
+                         ids=["lr-inf", "lr-nan", "lr-huge-int", "temperature", "ec_temperature", "lr_loss_scale"])
+def test_a_number_knob_is_finite(key, value):
+    """`train.lr: 1.0e999` is inf: it passed `> 0` and turned the loss NaN in training."""
+    with pytest.raises(SelError, match=f"params: {key} = .*: must be a finite number"):
+        parse_params(with_value(key, value))
+
+
+def test_a_params_file_that_is_not_a_mapping_says_so(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("- seeds: [42]\n")
+    with pytest.raises(SelError) as e:
+        load_params(path)
+    assert str(e.value) == "params.yaml: must be a mapping of sections (seeds, data, model, ...), got a list"

@@ -572,7 +572,18 @@ BAD_INPUTS = {
     "batch-labels-not-a-list": (lambda t: (_python_with(t, lambda f: _with_label_type(f, 7)), None),
                                 ["cannot read data_batch_1", "labels"]),
     "no-such-source": (lambda t: (t / "nowhere" / "cifar.tar.gz", None), ["no such file or folder", "nowhere"]),
+    # class names become MLflow keys (`class_acc/<class>`) and reach the results page
+    "label-names-mlflow-refuses": (lambda t: (_python_of_classes(t, CLASSES[:9] + ["<script>alert(1)</script>"]), None),
+                                   ["batches.meta label_names: '<script>alert(1)</script>' is not a valid name"]),
+    "label-names-repeated": (lambda t: (_python_of_classes(t, ["cat"] * 10), None),
+                             ["batches.meta label_names: 'cat' appears more than once"]),
+    "class-folder-name": (lambda t: (write_class_folder_tar(t / "c.tar.gz", make_arrays(2, 1, classes=CLASSES[:9] + [
+        "sea lion"])), None), ["class folder: 'sea lion' is not a valid name"]),
 }
+
+
+def _python_of_classes(tmp_path, classes):
+    return write_python_archive(tmp_path / "py.tar.gz", make_arrays(2, 1, classes=classes))
 
 def _png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height (and whose data would not fill it)."""
@@ -585,7 +596,8 @@ def _png_header_claiming(width: int, height: int) -> bytes:
 STAGE_CASES = ["md5-mismatch", "truncated-tar-gz", "tar-cut-at-member", "garbage", "gzip-of-garbage",
                "image-decompression-bomb-warning",
                "missing-class-folder", "image-31x32", "image-not-decoding", "empty-test-split",
-               "missing-batch", "no-such-source", "duplicate-member", "batch-labels-not-a-list"]
+               "missing-batch", "no-such-source", "duplicate-member", "batch-labels-not-a-list",
+               "label-names-mlflow-refuses"]
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))

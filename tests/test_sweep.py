@@ -174,7 +174,7 @@ def test_a_team_server_on_postgresql_takes_every_run_and_an_outage_loses_none(pr
     ({"name": "x", "experiments": ["nope"]}, "experiment 'nope' is not in train_stages"),
     ({"name": "x", "grid": {"sel.gamma_decay": 0.1}}, "grid axis 'sel.gamma_decay' needs a non-empty list"),
     ({"name": "x", "seeds": ["a"]}, "`seeds` must be a list of non-negative integers"),
-    ({"name": "x y"}, "`name` must be letters"),
+    ({"name": ".."}, "grid.yaml: name: '..' is not a valid name: use 1-64 letters"),  # sweeps/..: the project
     ({"name": "x", "grids": {}}, "unknown key 'grids'"),
 ])
 def test_a_bad_grid_is_refused_in_one_line_before_any_work(project, grid, says):

@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -40,20 +42,38 @@ def test_a_run_whose_process_died_is_ended_by_the_next_of_its_name(tmp_path):
                     ("sel95@42", "RUNNING")]
 
 
+@contextmanager
+def read_only(path: Path):
+    """`path` (a file or a folder) read-only for this block; root writes read-only files, so as
+    root it is made immutable instead."""
+    root, mode = os.geteuid() == 0, "555" if path.is_dir() else "444"
+    subprocess.run(["chattr", "+i", str(path)] if root else ["chmod", mode, str(path)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)] if root else ["chmod", "755", str(path)], check=True)
+
+
 def test_a_read_only_store_is_refused_in_one_line_before_any_work(tmp_path):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     assert tracker_in_child("", uri).returncode == 0  # the store and its experiment exist
-    # root writes read-only files: as root the file is made immutable instead
-    lock = ["chattr", "+i", str(db)] if os.geteuid() == 0 else ["chmod", "444", str(db)]
-    subprocess.run(lock, check=True)
-    try:
+    with read_only(db):
         out = tracker_in_child("", uri)
-    finally:
-        subprocess.run(["chattr", "-i", str(db)] if os.geteuid() == 0 else ["chmod", "644", str(db)])
     assert out.returncode != 0
     assert f"SelError: the MLflow store {db} is not writable (attempt to write a readonly database)" \
         in out.stderr
+
+
+def test_a_store_in_a_folder_it_cannot_write_names_the_whole_path(tmp_path):
+    """The reason once stopped at the path's opening quote: `(PermissionError: [Errno 1]
+    Operation not permitted:)`."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    with read_only(folder), pytest.raises(SelError) as raised:
+        Tracker("x", f"sqlite:///{folder / 'mlflow.db'}")
+    assert f"PermissionError: [Errno {1 if os.geteuid() == 0 else 13}] " in str(raised.value)
+    assert f": '{folder / 'mlflow.db.lock'}'); check the file and its folder" in str(raised.value)
 
 
 def test_a_closed_port_names_the_refused_connection(tmp_path, monkeypatch):

@@ -1,0 +1,48 @@
+"""Names that reach a shell, a path, an MLflow key or a web page follow one rule (sel/names.py),
+checked where they enter; dvc.yaml's commands quote what they interpolate as well."""
+
+import pytest
+
+from conftest import run, set_params
+from sel.errors import SelError
+from sel.names import check_name, check_names
+
+CIFAR100 = ["aquarium_fish", "maple_tree", "sweet_pepper", "lawn_mower", "pickup_truck", "willow_tree"]
+EVIL = "x$(touch PWNED)"  # relative: a stage runs at the project root
+
+
+@pytest.mark.parametrize("name", ["baseline", "sel95.v2", "lr-1e-3", "Warmup_SEL", "a" * 64, *CIFAR100])
+def test_names_as_cifar_and_params_spell_them_pass(name):
+    assert check_name("here", name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a b", "it's", "../../tmp/evil", "a/b", ".hidden", "-rf", "a" * 65,
+                                  "<!--<script", "x\n", EVIL, None, 3])
+def test_a_name_outside_the_rule_is_refused_in_one_line_naming_it_and_the_rule(name):
+    with pytest.raises(SelError) as e:
+        check_name("params: train_stages.dense.2", name)
+    assert str(e.value).startswith(f"params: train_stages.dense.2: {name!r} is not a valid name: use 1-64 ")
+    assert "\n" not in str(e.value)
+
+
+def test_names_that_share_their_keys_are_refused():
+    assert check_names("label_names", CIFAR100) == CIFAR100
+    with pytest.raises(SelError, match="label_names: 'cat' appears more than once"):
+        check_names("label_names", ["cat", "dog", "cat"])
+
+
+def test_a_shared_params_yaml_cannot_run_a_command_through_dvc_repro(project):
+    set_params(project, {"experiments": {EVIL: {"recipe": "dense", "epochs": 1}},
+                         "train_stages": {"dense": ["baseline", EVIL]}})
+    refused = f"error: params: experiments: {EVIL!r} is not a valid name: use 1-64 letters"
+    out = run(["dvc", "repro"], project, check=False)
+    assert not (project / "PWNED").exists()
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(refused), out.stderr
+    assert "Running stage 'download'" not in out.stdout
+    # a stage run on its own skips check_params: its quoted command hands the name to the script
+    for dep in ("data/cifar10.npz", "data/cifar10.json"):  # DVC hashes a stage's deps first
+        (project / dep).parent.mkdir(exist_ok=True)
+        (project / dep).write_text("a stand-in")
+    out = run(["dvc", "repro", "--single-item", f"train_dense@{EVIL}-42"], project, check=False)
+    assert refused in out.stderr and not (project / "PWNED").exists(), out.stderr
