@@ -472,6 +472,19 @@ def _truncated(tmp_path, mode):
     return cut
 
 
+def _cut_to(tmp_path, size):
+    """A .tar.gz cut to its first `size` bytes: within the gzip header or the first block."""
+    full = write_tar(tmp_path / "full.tar.gz", class_folder_files(small_arrays()))
+    return _write_bytes(tmp_path, f"cut{size}.tar.gz", full.read_bytes()[:size])
+
+
+def _bad_crc(tmp_path):
+    """A .tar.gz whose every byte decompresses, but whose gzip trailer's CRC does not match."""
+    payload = bytearray(write_tar(tmp_path / "full.tar.gz", class_folder_files(small_arrays())).read_bytes())
+    payload[-8] ^= 0xFF  # the trailer: CRC-32, then the length
+    return _write_bytes(tmp_path, "crc.tar.gz", bytes(payload))
+
+
 def _cut_at_member(tmp_path):
     """An uncompressed tar cut exactly before a member's header: tarfile alone would take
     that for the end of the archive and silently lose the rest."""
@@ -530,6 +543,9 @@ BAD_INPUTS = {
     "truncated-tar-gz": (lambda t: (_truncated(t, "w:gz"), None), ["truncated"]),
     "truncated-tar": (lambda t: (_truncated(t, "w"), None), ["truncated"]),
     "tar-cut-at-member": (lambda t: (_cut_at_member(t), None), ["truncated"]),
+    **{f"tar-gz-cut-to-{n}": (lambda t, n=n: (_cut_to(t, n), None), [f"cut{n}.tar.gz", "truncated", "EOFError"])
+       for n in (10, 30, 100)},
+    "tar-gz-crc-mismatch": (lambda t: (_bad_crc(t), None), ["crc.tar.gz", "corrupt", "CRC check failed"]),
     "garbled-header": (lambda t: (_garbled_header(t), None), ["corrupt"]),
     "garbage": (lambda t: (_write_bytes(t, "garbage.tar.gz", rng0.bytes(5000)), None),
                 ["not a tar archive"]),
