@@ -5,7 +5,8 @@ same python-pickle layout, or class-folder images (`train/<class>/*`, `test/<cla
 most one top folder) as a directory or a .tar/.tar.gz. Archives are read in one streaming pass,
 never extracted, to the end of the file (a cut or altered one fails in one line); members that
 would escape an extraction folder are refused all the same, and the pickles are read by an
-unpickler that admits only what a CIFAR batch holds.
+unpickler that admits only what a CIFAR batch holds. A directory is held to an archive's rules:
+links, FIFOs and devices in it are refused, not skipped or followed.
 """
 
 import bz2
@@ -16,6 +17,7 @@ import io
 import lzma
 import os
 import pickle
+import stat
 import sys
 import tarfile
 import time
@@ -391,19 +393,37 @@ def _read_archive(path: Path, layout: _Layout) -> None:
         raise SelError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})") from None
 
 
+# what a folder source may hold besides regular files and folders, none of which is read
+_SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}
+
+
+def _check_entry(path: Path, root: Path, mode: int) -> None:
+    """Refuse what an archive's member check refuses: links (those leaving the folder named as
+    such) and anything but regular files and folders. Told from `lstat`, before any open: a
+    FIFO opened would wait for a writer forever."""
+    rel = path.relative_to(root).as_posix()
+    if stat.S_ISLNK(mode):
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise SelError(f"{root}: {rel} links outside the source folder")
+        raise SelError(f"{root}: {rel!r} is a link; links are not read")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = _SPECIAL.get(stat.S_IFMT(mode), "a special file")
+        raise SelError(f"{root}: {rel!r} is {kind}; only regular files are read")
+
+
 def _read_folder(root: Path, layout: _Layout) -> str:
     """Feed the files under `root` to `layout`; returns a sha256 over their names and contents."""
     tree = hashlib.sha256()
-    real_root = root.resolve()
     for path in sorted(root.rglob("*")):
-        if path.is_symlink() and not path.resolve().is_relative_to(real_root):
-            raise SelError(f"{root}: {path.relative_to(root)} links outside the source folder")
-        if path.is_file():
+        mode = path.lstat().st_mode
+        _check_entry(path, root, mode)
+        if stat.S_ISREG(mode):
             rel = path.relative_to(root).as_posix()
             payload = path.read_bytes()
             tree.update(rel.encode() + b"\0" + hashlib.sha256(payload).digest())
             layout.add(rel, lambda payload=payload: payload)
-        elif path.is_dir():
+        else:
             layout.add_folder(path.relative_to(root).parts)
     return tree.hexdigest()
 

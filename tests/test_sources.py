@@ -10,6 +10,7 @@ import os
 import pickle
 import shlex
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -830,6 +831,30 @@ def test_folder_symlink_leaving_the_folder_is_refused(tmp_path, what):
     link.symlink_to(outside / "secret.png" if what == "file" else outside)
     message = fails(folder, tmp_path)
     assert "links outside the source folder" in message and link.name in message
+
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    else:
+        path.symlink_to("0000.png")  # a link that stays inside the folder
+
+
+@pytest.mark.parametrize("kind, words", [("fifo", ["is a FIFO"]), ("device", ["is a character device"]),
+                                         ("link", ["is a link; links are not read"])])
+def test_folder_refuses_what_an_archive_refuses(tmp_path, kind, words):
+    """A FIFO (refused unopened: opened, it would wait for a writer), a device, a link inside the
+    folder: each refused in one line, as the same member of an archive is."""
+    folder = write_class_folders(tmp_path / "folders", small_arrays())
+    try:
+        _special(folder / "train" / "cat" / "0009.png", kind)
+    except PermissionError:
+        pytest.skip(f"cannot make a {kind} here")
+    message = fails(folder, tmp_path)
+    for word in ["'train/cat/0009.png'", *words]:
+        assert word in message, message
 
 
 def test_images_decoded_in_worker_processes_are_those_decoded_here(tmp_path, monkeypatch):
