@@ -65,20 +65,21 @@ def logged_params(params: Params, name: str, spec: Experiment, seed: int, phases
     return logged
 
 
-def open_run(tracker: Tracker, run: ExperimentRun, state: dict | None, name: str, params: dict,
-             tags: dict) -> None:
-    """Start this training's MLflow run, or, with a checkpoint, go on with the run it names:
+def open_run(tracker: Tracker, run: ExperimentRun, checkpoint: Checkpoint, name: str, params: dict,
+             tags: dict) -> bool:
+    """Start this training's MLflow run, or, from a checkpoint, go on with the run it names:
     restore the training state and log the epochs that finished before the kill but not yet
-    reached the store, so that every epoch is there exactly once."""
-    held = None
-    if state is not None:
-        run.load_state_dict(state["run"])
-        held = tracker.resume(state["mlflow_run_id"], tags)
+    reached the store, so that every epoch is there exactly once. A checkpoint not to resume
+    from (another's, or one that does not load) is set aside and the run it names left alone;
+    a run of this training whose process died is ended by `tracker.start`. True if resumed."""
+    state = checkpoint.resume(run)
+    held = None if state is None else tracker.resume(state["mlflow_run_id"], tags)
     if held is None:
         tracker.start(name, params, tags)
     for row in run.rows:
         if held is None or row["epoch"] not in held:
             tracker.log_metrics(metrics(run, row), step=row["epoch"])
+    return state is not None
 
 
 def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
@@ -134,11 +135,10 @@ def main(argv=sys.argv[1:]):
         if row:
             tracker.log_metrics(metrics(run, row), step=row["epoch"])
 
-    state = checkpoint.load(trainer.device)
     with tracker.recording():
-        open_run(tracker, run, state, f"{name}@{seed}", logged, tags)
+        resumed = open_run(tracker, run, checkpoint, f"{name}@{seed}", logged, tags)
         save_checkpoint()  # from here on a kill, even in the first epoch, resumes into this run
-        if state is not None:
+        if resumed:
             print(f"[{run.name}] resuming after epoch {run.done}/{len(run.schedule)} from "
                   f"{checkpoint.path}", file=sys.stderr)
         run.run(on_epoch=after_epoch)

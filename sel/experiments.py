@@ -233,8 +233,9 @@ class ExperimentRun:
         return {"done": self.done, "rows": self.rows, "totals": self.totals, "trainer": self.trainer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.done, self.rows, self.totals = state["done"], state["rows"], state["totals"]
+        """The trainer's first: a state it refuses leaves the run as it was."""
         self.trainer.load_state_dict(state["trainer"])
+        self.done, self.rows, self.totals = state["done"], state["rows"], state["totals"]
 
     def phase_of(self, row: dict) -> Phase:
         """The phase a history row's epoch ran in."""

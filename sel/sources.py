@@ -3,15 +3,21 @@
 Sources: the official `cifar-10-python.tar.gz` (URL or path, md5-verified), any archive of the
 same python-pickle layout, or class-folder images (`train/<class>/*`, `test/<class>/*`, under at
 most one top folder) as a directory or a .tar/.tar.gz. Archives are read in one streaming pass,
-never extracted; members that would escape an extraction folder are refused all the same, and
-the pickles are read by an unpickler that admits only what a CIFAR batch holds.
+never extracted, to the end of the file (a cut or altered one fails in one line); members that
+would escape an extraction folder are refused all the same, and the pickles are read by an
+unpickler that admits only what a CIFAR batch holds. A directory is held to an archive's rules:
+links, FIFOs and devices in it are refused, not skipped or followed.
 """
 
+import bz2
+import gzip
 import hashlib
 import http.client
 import io
+import lzma
 import os
 import pickle
+import stat
 import sys
 import tarfile
 import time
@@ -329,32 +335,98 @@ class _StrictTarInfo(tarfile.TarInfo):
             raise tarfile.ReadError(f"no end-of-archive marker at {tarfile_.offset} ({e})") from None
 
 
+# what a compressed archive starts with, and the module that reads it (checking its CRC at the end)
+_DECOMPRESSORS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+
+
+class _Damaged(Exception):
+    """The compressed layer of an archive does not decompress: cut short, garbled, or its
+    checksum (gzip's CRC) does not match."""
+
+
+class _Decompressed:
+    """The tar bytes of an archive file, through the decompressor its first bytes name (none for
+    a plain .tar). tarfile's own stream reader never checks gzip's CRC; these modules do, at the
+    end (see `drain`). Their errors come out as _Damaged, which tarfile passes on unchanged, so
+    that a file that does not decompress is told apart from one that holds no tar."""
+
+    def __init__(self, f):
+        magic = f.read(6)
+        f.seek(0)
+        opener = next((op for prefix, op in _DECOMPRESSORS.items() if magic.startswith(prefix)), None)
+        self._stream = opener(f) if opener else f
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except (EOFError, OSError, zlib.error, lzma.LZMAError) as e:
+            raise _Damaged(f"{type(e).__name__}: {e}") from None
+
+    def drain(self) -> None:
+        """Read on past the end-of-archive marker to the end of the file, where a cut or
+        altered stream shows."""
+        while self.read(1 << 20):
+            pass
+
+
+def _open_tar(stream: _Decompressed, path: Path) -> tarfile.TarFile:
+    """tarfile over `stream`, in one pass; a first block that is no tar header means the file
+    is no tar archive at all (a later one cut or garbled: truncated or corrupt)."""
+    try:
+        return tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo)
+    except tarfile.ReadError:
+        raise SelError(f"{path} is not a tar archive (expected .tar/.tar.gz or a folder)") from None
+
+
 def _read_archive(path: Path, layout: _Layout) -> None:
     try:
-        with tarfile.open(path, "r|*", tarinfo=_StrictTarInfo) as tar:
-            for member in tar:
-                _check_member(member, layout.source)
-                if member.isfile():
-                    layout.add(member.name, tar.extractfile(member).read)
-                elif member.isdir():
-                    layout.add_folder(PurePosixPath(member.name).parts)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        with open(path, "rb") as f:
+            stream = _Decompressed(f)
+            with _open_tar(stream, path) as tar:
+                for member in tar:
+                    _check_member(member, layout.source)
+                    if member.isfile():
+                        layout.add(member.name, tar.extractfile(member).read)
+                    elif member.isdir():
+                        layout.add_folder(PurePosixPath(member.name).parts)
+            stream.drain()
+    except _Damaged as e:
+        raise SelError(f"{path} is corrupt or truncated ({e})") from None
+    except (tarfile.TarError, OSError) as e:
         raise SelError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})") from None
+
+
+# what a folder source may hold besides regular files and folders, none of which is read
+_SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}
+
+
+def _check_entry(path: Path, root: Path, mode: int) -> None:
+    """Refuse what an archive's member check refuses: links (those leaving the folder named as
+    such) and anything but regular files and folders. Told from `lstat`, before any open: a
+    FIFO opened would wait for a writer forever."""
+    rel = path.relative_to(root).as_posix()
+    if stat.S_ISLNK(mode):
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise SelError(f"{root}: {rel} links outside the source folder")
+        raise SelError(f"{root}: {rel!r} is a link; links are not read")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = _SPECIAL.get(stat.S_IFMT(mode), "a special file")
+        raise SelError(f"{root}: {rel!r} is {kind}; only regular files are read")
 
 
 def _read_folder(root: Path, layout: _Layout) -> str:
     """Feed the files under `root` to `layout`; returns a sha256 over their names and contents."""
     tree = hashlib.sha256()
-    real_root = root.resolve()
     for path in sorted(root.rglob("*")):
-        if path.is_symlink() and not path.resolve().is_relative_to(real_root):
-            raise SelError(f"{root}: {path.relative_to(root)} links outside the source folder")
-        if path.is_file():
+        mode = path.lstat().st_mode
+        _check_entry(path, root, mode)
+        if stat.S_ISREG(mode):
             rel = path.relative_to(root).as_posix()
             payload = path.read_bytes()
             tree.update(rel.encode() + b"\0" + hashlib.sha256(payload).digest())
             layout.add(rel, lambda payload=payload: payload)
-        elif path.is_dir():
+        else:
             layout.add_folder(path.relative_to(root).parts)
     return tree.hexdigest()
 
@@ -386,8 +458,6 @@ def read_source(source: str, md5: str | None, cache_dir: Path, root: Path) -> tu
         sums = {"md5": None, "sha256": _read_folder(path, layout)}
     else:
         sums = verify(path, expected)
-        if not tarfile.is_tarfile(path):
-            raise SelError(f"{path} is not a tar archive (expected .tar/.tar.gz or a folder)")
         _read_archive(path, layout)
     data, kind = layout.build()
     check_arrays(data)

@@ -108,9 +108,18 @@ class Trainer:
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """All or nothing: a state that does not fit this trainer (another width's model, say)
+        raises and leaves the trainer as it was, not with some tensors loaded and others not."""
+        before = copy.deepcopy(self.state_dict())
+        try:
+            self._load(state)
+        except Exception:
+            self._load(before)
+            raise
+
+    def _load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        if state["mask"] is not None:
-            self.mask = Mask(self.grads, state["mask"])
+        self.mask = None if state["mask"] is None else Mask(self.grads, state["mask"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.graphs is not None:  # the loaded state holds new tensors, and maybe capturable=False
             self.optimizer.param_groups[0]["capturable"] = True

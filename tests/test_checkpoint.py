@@ -1,15 +1,27 @@
-"""Checkpoints: a damaged or foreign file is never resumed from, a finished stage leaves nothing
+"""Checkpoints: a damaged or foreign file, or one whose state does not load, is never resumed
+from but set aside, the MLflow run it names left to its owner; a finished stage leaves nothing
 behind, and no writer deletes the temporary files of another process still writing them."""
 
 import fcntl
+import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
+from builders import make_arrays
+from pipeline.train import open_run
 from sel import checkpoint as ckpt
 from sel.checkpoint import Checkpoint
+from sel.dataset import Cifar, held_out_indices
+from sel.experiments import ExperimentRun, Phase
 from sel.files import write_json
+from sel.model import fresh_model
+from sel.tracking import Tracker
+from sel.training import Trainer
+
+DATA = Cifar(*make_arrays(4, 2))
 
 
 def state(done: int = 3) -> dict:
@@ -121,3 +133,120 @@ def test_output_partials_of_dead_writers_go_and_of_live_ones_stay(tmp_path, dead
 
     write_json(tmp_path / "out.json", {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.json.partial-{live_pid}", "out.json"]
+
+
+def tiny_run(name: str, width: int = 8, lr: float = 1e-3) -> ExperimentRun:
+    """`name` at seed 42: one dense epoch on 40 images."""
+    trainer = Trainer(fresh_model(42, width, False, 10), DATA, held_out_indices(DATA.y_test, 1, 10),
+                      device=torch.device("cpu"), precision="fp32", lr=lr, batch_size=16, eval_batch_size=64,
+                      seed=42)
+    phase = Phase("dense", 1, np.arange(len(DATA.y_train)), stage=0)
+    return ExperimentRun(f"{name}@42", trainer, [phase], DATA.classes, out=None)
+
+
+def losses(run: ExperimentRun) -> list[float]:
+    return [row["loss/train_loss"] for row in run.rows]
+
+
+@pytest.fixture(scope="module")
+def fresh_losses() -> list[float]:
+    """baseline's history trained afresh, as if no checkpoint had been there."""
+    run = tiny_run("baseline")
+    run.run()
+    return losses(run)
+
+
+@pytest.fixture(scope="module")
+def migrated_store(tmp_path_factory):
+    """An empty MLflow store, created once (its schema takes seconds to set up) for each test to copy."""
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    Tracker("x", f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture
+def tracker(tmp_path, migrated_store):
+    shutil.copy(migrated_store, tmp_path / "mlflow.db")
+    return Tracker("x", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def interrupted(tracker: Tracker, checkpoint: Checkpoint, run: ExperimentRun, dead_pid: int) -> str:
+    """`run` killed after its epoch, before its stage finished: its state saved to `checkpoint`,
+    its MLflow run left RUNNING by a process now gone. Returns that run's id."""
+    tracker.start(run.name, {}, {"experiment": run.name.split("@")[0], "seed": 42})
+    run.step()
+    tracker.log_metrics({"acc/test_full": run.rows[0]["acc/test_full"]}, step=1)
+    checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
+    tracker.client.set_tag(tracker.run_id, "sel.pid", dead_pid)
+    return tracker.run_id
+
+
+def start_baseline(tracker: Tracker, checkpoint: Checkpoint) -> ExperimentRun:
+    """baseline's run opened as the training stage opens it, asserting that it starts afresh."""
+    run = tiny_run("baseline")
+    assert not open_run(tracker, run, checkpoint, run.name, {}, {"experiment": "baseline", "seed": 42})
+    assert run.done == 0 and run.rows == []
+    return run
+
+
+def assert_set_aside(path, payload: bytes, err: str, *words: str) -> None:
+    """One line naming the file and why; the file moved, byte for byte, to rejected/."""
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for word in (str(path), *words):
+        assert word in err, (word, err)
+    assert not path.exists() and (path.parent / "rejected" / path.name).read_bytes() == payload
+
+
+def test_a_checkpoint_of_another_experiment_is_set_aside_and_its_run_left_alone(tmp_path, tracker, dead_pid,
+                                                                                  fresh_losses, capsys):
+    """sel95's file copied over baseline's name: baseline starts afresh into a run of its own,
+    and sel95's run (RUNNING, its process gone) is not re-tagged, resumed or ended."""
+    foreign = Checkpoint("sel95-seed42", {"width": 8}, [], folder=tmp_path / "checkpoints")
+    sel95_id = interrupted(tracker, foreign, tiny_run("sel95", lr=1e-2), dead_pid)
+    sel95_before = tracker.client.get_run(sel95_id)
+    ours = Checkpoint("baseline-seed42", {"width": 8}, [], folder=tmp_path / "checkpoints")
+    shutil.copy(foreign.path, ours.path)
+    path, payload = ours.path, ours.path.read_bytes()
+    capsys.readouterr()
+
+    baseline = start_baseline(tracker, ours)
+    assert_set_aside(path, payload, capsys.readouterr().err, "sel95-seed42", "not baseline-seed42")
+    baseline.run()
+    tracker.finish()
+    assert losses(baseline) == fresh_losses  # none of sel95's history
+    sel95 = tracker.client.get_run(sel95_id)
+    assert (sel95.info.status, sel95.data.tags, sel95.data.metrics) == \
+        ("RUNNING", sel95_before.data.tags, sel95_before.data.metrics)
+    assert tracker.run_id != sel95_id
+    assert tracker.client.get_run(tracker.run_id).data.tags["experiment"] == "baseline"
+
+
+@pytest.mark.parametrize("how", ["copied", "saved"])
+def test_a_checkpoint_of_another_width_is_set_aside_and_the_run_starts_afresh(tmp_path, tracker, dead_pid,
+                                                                               fresh_losses, capsys, how):
+    """A width-4 state where width 8 trains: copied from the width-4 configuration (whose
+    digest is not this one's), or saved under this configuration's own name (by a library whose
+    fingerprint missed a change, say), where it fails to load, and loads nothing. Either way one
+    line, the file set aside, the run trained as if no file had been there, and the width-4 run,
+    this experiment's and seed's, whose process is gone, not left RUNNING."""
+    folder = tmp_path / "checkpoints"
+    ours = Checkpoint("baseline-seed42", {"width": 8}, [], folder=folder)
+    if how == "copied":
+        narrow = Checkpoint("baseline-seed42", {"width": 4}, [], folder=folder)
+        interrupted(tracker, narrow, tiny_run("baseline", width=4), dead_pid)
+        shutil.copy(narrow.path, ours.path)
+    else:
+        interrupted(tracker, ours, tiny_run("baseline", width=4), dead_pid)
+    path, payload = ours.path, ours.path.read_bytes()
+    capsys.readouterr()
+
+    baseline = start_baseline(tracker, ours)
+    words = ["not baseline-seed42"] if how == "copied" else ["does not load", "size mismatch"]
+    assert_set_aside(path, payload, capsys.readouterr().err, *words)
+    assert all(torch.equal(v, baseline.trainer.initial_state[k])  # nothing half-loaded
+               for k, v in baseline.trainer.model.state_dict().items())
+    baseline.run()
+    tracker.finish()
+    assert losses(baseline) == fresh_losses
+    statuses = sorted(r.info.status for r in tracker.client.search_runs([tracker.experiment_id]))
+    assert statuses == ["FINISHED", "KILLED"]

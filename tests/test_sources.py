@@ -10,6 +10,7 @@ import os
 import pickle
 import shlex
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -472,6 +473,19 @@ def _truncated(tmp_path, mode):
     return cut
 
 
+def _cut_to(tmp_path, size):
+    """A .tar.gz cut to its first `size` bytes: within the gzip header or the first block."""
+    full = write_tar(tmp_path / "full.tar.gz", class_folder_files(small_arrays()))
+    return _write_bytes(tmp_path, f"cut{size}.tar.gz", full.read_bytes()[:size])
+
+
+def _bad_crc(tmp_path):
+    """A .tar.gz whose every byte decompresses, but whose gzip trailer's CRC does not match."""
+    payload = bytearray(write_tar(tmp_path / "full.tar.gz", class_folder_files(small_arrays())).read_bytes())
+    payload[-8] ^= 0xFF  # the trailer: CRC-32, then the length
+    return _write_bytes(tmp_path, "crc.tar.gz", bytes(payload))
+
+
 def _cut_at_member(tmp_path):
     """An uncompressed tar cut exactly before a member's header: tarfile alone would take
     that for the end of the archive and silently lose the rest."""
@@ -530,6 +544,9 @@ BAD_INPUTS = {
     "truncated-tar-gz": (lambda t: (_truncated(t, "w:gz"), None), ["truncated"]),
     "truncated-tar": (lambda t: (_truncated(t, "w"), None), ["truncated"]),
     "tar-cut-at-member": (lambda t: (_cut_at_member(t), None), ["truncated"]),
+    **{f"tar-gz-cut-to-{n}": (lambda t, n=n: (_cut_to(t, n), None), [f"cut{n}.tar.gz", "truncated", "EOFError"])
+       for n in (10, 30, 100)},
+    "tar-gz-crc-mismatch": (lambda t: (_bad_crc(t), None), ["crc.tar.gz", "corrupt", "CRC check failed"]),
     "garbled-header": (lambda t: (_garbled_header(t), None), ["corrupt"]),
     "garbage": (lambda t: (_write_bytes(t, "garbage.tar.gz", rng0.bytes(5000)), None),
                 ["not a tar archive"]),
@@ -826,6 +843,30 @@ def test_folder_symlink_leaving_the_folder_is_refused(tmp_path, what):
     link.symlink_to(outside / "secret.png" if what == "file" else outside)
     message = fails(folder, tmp_path)
     assert "links outside the source folder" in message and link.name in message
+
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    else:
+        path.symlink_to("0000.png")  # a link that stays inside the folder
+
+
+@pytest.mark.parametrize("kind, words", [("fifo", ["is a FIFO"]), ("device", ["is a character device"]),
+                                         ("link", ["is a link; links are not read"])])
+def test_folder_refuses_what_an_archive_refuses(tmp_path, kind, words):
+    """A FIFO (refused unopened: opened, it would wait for a writer), a device, a link inside the
+    folder: each refused in one line, as the same member of an archive is."""
+    folder = write_class_folders(tmp_path / "folders", small_arrays())
+    try:
+        _special(folder / "train" / "cat" / "0009.png", kind)
+    except PermissionError:
+        pytest.skip(f"cannot make a {kind} here")
+    message = fails(folder, tmp_path)
+    for word in ["'train/cat/0009.png'", *words]:
+        assert word in message, message
 
 
 def test_images_decoded_in_worker_processes_are_those_decoded_here(tmp_path, monkeypatch):
