@@ -1,6 +1,6 @@
 """Stage train_dense@EXPERIMENT-SEED / train_sel@EXPERIMENT-SEED: one experiment, one seed ->
 models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv and
-summary.json, and one MLflow run.
+summary.json, and one MLflow run (sel/training_stage.py).
 
 Usage: python -m pipeline.train {dense,sel} EXPERIMENT SEED
 
@@ -9,91 +9,14 @@ the others (it depends on them). A checkpoint is saved after every epoch; run ag
 kill, the stage goes on from the last finished epoch, into the same MLflow run.
 """
 
-import json
 import sys
-import tempfile
-from pathlib import Path
 
-import pandas as pd
-import torch
-
-from sel.checkpoint import Checkpoint
 from sel.cli import seed_arg, stage
-from sel.curriculum import Pools
-from sel.dataset import Cifar
 from sel.errors import SelError
-from sel.experiments import (ExperimentRun, Phase, check_plan, gamma_mode, make_trainer, needs_gamma,
-                             needs_pools, plan)
-from sel.figures import label, run_figure
-from sel.files import json_text, run_outputs, seed_data, staged_outputs
-from sel.params import Experiment, Params, flatten, load_params
-from sel.tracking import Tracker, run_tags
-from sel.training import DENSE
+from sel.params import load_params
+from sel.training_stage import train_experiment
 
 USAGE = "python -m pipeline.train {dense,sel} EXPERIMENT SEED"
-
-
-def metrics(run: ExperimentRun, row: dict) -> dict:
-    """A history row as MLflow metrics (its columns are already `section/name`, which MLflow's
-    chart view groups by); an epoch that measured no E/C (a warm-up's) logs none, rather than
-    the zeros its history row holds as the original's did."""
-    skip = ("epoch",) if run.phase_of(row).measure_ec else ("epoch", "E/", "C/")
-    return {k: v for k, v in row.items() if not k.startswith(skip)}
-
-
-def experiment_for(params: Params, group: str, name: str) -> Experiment:
-    """The experiment's params, if the stage that runs it depends on everything it reads."""
-    if name not in params.experiments:
-        raise SelError(f"unknown experiment {name!r} (experiments: {', '.join(params.experiments)})")
-    if name not in getattr(params.train_stages, group):
-        raise SelError(f"train_stages.{group} does not list {name!r}; run it from its own stage")
-    return params.experiments[name]
-
-
-def logged_params(params: Params, name: str, spec: Experiment, seed: int, phases: list[Phase]) -> dict:
-    """What this run reads, and under the same keys in every run: its recipe resolved (`exp.*`)
-    and its epochs (recorded, unrecorded pre-training, masked), whatever params set them."""
-    sections = ["data", "model", "train"] + (["sel", "sort", "calibrate"] if spec.reads_sel else [])
-    logged = {k: v for k, v in flatten(params).items() if k.split(".")[0] in sections}
-    logged.update({f"exp.{k}": v for k, v in flatten(spec).items()})
-    logged.update({"experiment": name, "seed": seed, "epochs": sum(p.epochs for p in phases if p.recorded),
-                   "pretrain_epochs": sum(p.epochs for p in phases if not p.recorded),
-                   "masked_epochs": sum(p.epochs for p in phases if p.recorded and p.update != DENSE),
-                   "exp.mask": spec.masked,
-                   "exp.loss_scaled_lr": spec.scaled_lr,
-                   "exp.gamma_mode": gamma_mode(spec, params) if spec.masked else None})
-    return logged
-
-
-def open_run(tracker: Tracker, run: ExperimentRun, checkpoint: Checkpoint, name: str, params: dict,
-             tags: dict) -> bool:
-    """Start this training's MLflow run, or, from a checkpoint, go on with the run it names:
-    restore the training state and log the epochs that finished before the kill but not yet
-    reached the store, so that every epoch is there exactly once. A checkpoint not to resume
-    from (another's, or one that does not load) is set aside and the run it names left alone;
-    a run of this training whose process died is ended by `tracker.start`. True if resumed."""
-    state = checkpoint.resume(run)
-    held = None if state is None else tracker.resume(state["mlflow_run_id"], tags)
-    if held is None:
-        tracker.start(name, params, tags)
-    for row in run.rows:
-        if held is None or row["epoch"] not in held:
-            tracker.log_metrics(metrics(run, row), step=row["epoch"])
-    return state is not None
-
-
-def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
-                  tracker: Tracker) -> None:
-    """The declared outs, all or none, then the run's artifacts."""
-    history = pd.DataFrame(run.rows)
-    with staged_outputs(*outputs) as (pt, hist, summ):
-        torch.save(run.trainer.model.state_dict(), pt)
-        history.to_csv(hist, index=False)
-        summ.write_text(json_text(summary))
-    with tempfile.TemporaryDirectory() as tmp:
-        figure = Path(tmp) / f"{run.name}.png"
-        run_figure(history, title, figure)
-        tracker.log_artifacts(outputs[1], outputs[2], figure)
 
 
 @stage
@@ -101,57 +24,10 @@ def main(argv=sys.argv[1:]):
     if len(argv) != 3 or argv[0] not in ("dense", "sel"):
         raise SelError(f"usage: {USAGE}")
     group, name, seed = argv[0], argv[1], seed_arg(argv[2:], USAGE)
-    params = load_params()
-    spec = experiment_for(params, group, name)
-    tracker = Tracker(params.mlflow.experiment)  # reach the store before any work
-    data = Cifar.load("data/cifar10.npz")
-    provenance = json.loads(Path("data/cifar10.json").read_text())
-    inputs, pools, gamma = [Path("data/cifar10.npz"), Path("data/cifar10.json")], None, None
-    if needs_pools(spec):
-        inputs.append(seed_data(seed) / "pools.npz")
-        pools = Pools.load(inputs[-1])
-    elif spec.recipe == "curriculum":
-        pools = Pools.shuffled(data.y_train, len(data.classes), seed)
-    if needs_gamma(spec, params):
-        inputs.append(seed_data(seed) / "gamma.json")
-        gamma = json.loads(inputs[-1].read_text())["gamma"]
-    phases = plan(spec, params, len(data.y_train), pools, gamma)
-    check_plan(name, spec, phases, pools, params.train.batch_size)
-    trainer = make_trainer(params, data, spec, seed)
-    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes)
-    logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
-    if gamma is not None:
-        logged["gamma"] = gamma
-    resolved = {"device": str(trainer.device), "precision": trainer.precision,
-                "cuda_graphs": trainer.graphs is not None, "torch": torch.__version__}
-    checkpoint = Checkpoint(f"{name}-seed{seed}", {**logged, **resolved}, inputs)
-    tags = {**run_tags(name, provenance, str(trainer.device), trainer.precision), "seed": seed}
-
-    def save_checkpoint():
-        checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
-
-    def after_epoch(run, row):
-        save_checkpoint()
-        if row:
-            tracker.log_metrics(metrics(run, row), step=row["epoch"])
-
-    with tracker.recording():
-        resumed = open_run(tracker, run, checkpoint, f"{name}@{seed}", logged, tags)
-        save_checkpoint()  # from here on a kill, even in the first epoch, resumes into this run
-        if resumed:
-            print(f"[{run.name}] resuming after epoch {run.done}/{len(run.schedule)} from "
-                  f"{checkpoint.path}", file=sys.stderr)
-        run.run(on_epoch=after_epoch)
-        summary = {**run.summary(), "experiment": name, "seed": seed, "recipe": spec.recipe,
-                   "gamma": gamma, **resolved,
-                   "data_variant": provenance["variant"], "model_width": params.model.width,
-                   "pretrained": params.model.pretrained, "mlflow_run_id": tracker.run_id}
-        write_outputs(run_outputs(name, seed), run, summary,
-                      f"{label(name)}, seed {seed} ({provenance['variant']})", tracker)
-    checkpoint.remove()
-    print(f"{run.name}: test {summary['acc/test_full']:.2%}, held-out {summary['acc/test_100']:.2%}, "
-          f"{summary['compute/time_s']:.0f}s, proxy {summary['compute/flops_proxy_T']:.3g} TFLOPs, "
-          f"executed {summary['compute/flops_executed_T']:.3g} TFLOPs")
+    s = train_experiment(load_params(), group, name, seed)
+    print(f"{name}@{seed}: test {s['acc/test_full']:.2%}, held-out {s['acc/test_100']:.2%}, "
+          f"{s['compute/time_s']:.0f}s, proxy {s['compute/flops_proxy_T']:.3g} TFLOPs, "
+          f"executed {s['compute/flops_executed_T']:.3g} TFLOPs")
 
 
 if __name__ == "__main__":

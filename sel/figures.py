@@ -1,5 +1,4 @@
-"""The figure of one run (logged to its MLflow run): accuracy, sparsity, per-class E and C;
-and the names experiments are shown under."""
+"""The figure of one run (logged to its MLflow run): accuracy, sparsity, per-class E and C."""
 
 from pathlib import Path
 
@@ -8,14 +7,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-
-LABELS = {"baseline": "Baseline", "lottery": "Lottery Ticket", "sel95": "SEL-95", "warmup_sel": "Warmup+SEL"}
-
-
-def label(experiment: str) -> str:
-    """The original's name for its four experiments; a control goes by its params name."""
-    return LABELS.get(experiment, experiment)
-
 
 def _class_curves(ax, history: pd.DataFrame, prefix: str, title: str) -> None:
     for col in [c for c in history.columns if c.startswith(prefix)]:

@@ -32,3 +32,11 @@ def check_names(where: str, names: list) -> list:
             raise SelError(f"{where}: {name!r} appears more than once; names must be distinct")
         seen.add(name)
     return names
+
+
+LABELS = {"baseline": "Baseline", "lottery": "Lottery Ticket", "sel95": "SEL-95", "warmup_sel": "Warmup+SEL"}
+
+
+def label(experiment: str) -> str:
+    """The name an experiment is shown under: the original's for its four, else its params name."""
+    return LABELS.get(experiment, experiment)

@@ -5,7 +5,7 @@ accuracy gap to its factors (params.yaml `attribution`); mean curves per epoch."
 import numpy as np
 import pandas as pd
 
-from .figures import label
+from .names import label
 from .stats import describe, paired
 
 # Final-epoch figures of a run's summary.json that the summary describes over seeds.

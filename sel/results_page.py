@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import label
+from .names import label
 from .report import colours, ec_measured
 
 VENDOR = Path(__file__).parent / "vendor"

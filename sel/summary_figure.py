@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .figures import label  # noqa: E402
+from .names import label  # noqa: E402
 from .report import classes_of, colours, ec_measured  # noqa: E402
 
 CURVES = [("acc/test_full", "test accuracy (full test set)"), ("acc/test_100", "held-out accuracy"),

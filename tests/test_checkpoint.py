@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from builders import make_arrays
-from pipeline.train import open_run
+from sel.training_stage import open_run
 from sel import checkpoint as ckpt
 from sel.checkpoint import Checkpoint
 from sel.dataset import Cifar, held_out_indices

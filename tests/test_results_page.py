@@ -127,7 +127,7 @@ def test_summary_figure_in_raster_and_vector_with_its_caption(tmp_path):
 
 def test_every_view_gives_an_experiment_the_same_colour(tmp_path):
     from conftest import ROOT
-    from sel.figures import label
+    from sel.names import label
     from sel.report import COLOURS, colours
 
     template = json.loads((ROOT / ".dvc" / "plots" / "experiments.json").read_text())
