@@ -102,3 +102,11 @@ def mlflow_runs(repo: Path, experiment: str = "sel-benchmark"):
 def git_commit(repo: Path, message: str) -> None:
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that run the pipeline for real (a DVC project, Ray, servers) are `slow`: the quick
+    tier, `python -m pytest -m "not slow"`, leaves them out for the edit loop; CI runs them all."""
+    for item in items:
+        if "project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
