@@ -13,6 +13,9 @@ GRID.yaml names the sweep and its axes:
     experiments: [baseline, sel95]   # default: every experiment of params.yaml's train_stages
     seeds: [42, 43]                  # default: params.yaml's seeds
 
+A key that is there holds what it names: an empty list, or a string where a list goes, is refused
+before any work (leave the key out for its default); `grid: {}`, like no `grid`, is one point.
+
 A trial is one experiment at one seed and one point. It runs the training stage's own script
 (`python -m pipeline.train`) in a folder of its own holding its params.yaml, so its outputs, its
 MLflow run (tagged `sweep`, `sweep.trial`, `sweep.overrides`) and its checkpoint are those of a
@@ -47,6 +50,24 @@ from .params import flatten, parse_params, stage_keys
 from .protocols import PROTOCOLS, apply_overrides
 
 GRID_KEYS = {"name", "protocol", "base", "grid", "experiments", "seeds"}
+
+
+def _non_empty_list(values, item) -> bool:
+    return isinstance(values, list) and len(values) > 0 and all(item(v) for v in values)
+
+
+# What a grid key holds when it is there: an empty list would plan nothing, or fall back to the
+# default unasked, and a string where a list goes would be read letter by letter. `grid: {}` is
+# one point, the base, as is no `grid`.
+SHAPES = {
+    "protocol": (lambda v: v is None or isinstance(v, str), "the name of a protocol in sel.protocols"),
+    "base": (lambda v: isinstance(v, dict), "a mapping of overrides (key: value)"),
+    "grid": (lambda v: isinstance(v, dict), "a mapping of axes (key: [values]; {} or none: one point)"),
+    "experiments": (lambda v: _non_empty_list(v, lambda e: isinstance(e, str)),
+                    "a non-empty list of experiment names (leave it out for all of train_stages)"),
+    "seeds": (lambda v: _non_empty_list(v, lambda s: type(s) is int and s >= 0),
+              "a non-empty list of non-negative integers (leave it out for params.yaml's seeds)"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,8 +107,11 @@ def load_grid(path: Path) -> dict:
         grid = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise SelError(f"cannot read the sweep grid {path}: {e}") from None
-    if not isinstance(grid, dict) or not isinstance(grid.get("grid", {}), dict):
+    if not isinstance(grid, dict):
         raise SelError(f"{path}: a mapping with `name` and `grid` (axis: [values]) is expected")
+    for key, (fits, shape) in SHAPES.items():
+        if key in grid and not fits(grid[key]):
+            raise SelError(f"{path}: `{key}` must be {shape}")
     unknown = set(grid) - GRID_KEYS
     if unknown:
         raise SelError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(GRID_KEYS))})")
@@ -95,12 +119,9 @@ def load_grid(path: Path) -> dict:
         raise SelError(f"{path}: `name` must be letters, digits, '_', '.' or '-' (it names a folder)")
     if grid.get("protocol") is not None and grid["protocol"] not in PROTOCOLS:
         raise SelError(f"{path}: unknown protocol {grid['protocol']!r} (known: {', '.join(PROTOCOLS)})")
-    for axis, values in (grid.get("grid") or {}).items():
-        if not isinstance(values, list) or not values:
+    for axis, values in grid.get("grid", {}).items():
+        if not _non_empty_list(values, lambda v: True):
             raise SelError(f"{path}: grid axis {axis!r} needs a non-empty list of values")
-    seeds = grid.get("seeds") or []
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise SelError(f"{path}: `seeds` must be a list of non-negative integers")
     return grid
 
 

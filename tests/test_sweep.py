@@ -4,6 +4,7 @@ and a server killed mid-sweep."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import yaml
 
 from conftest import env_for_stages, mlflow_runs, run, set_params
 from servers import MlflowServer, postgres, postgres_bin
+from sel.errors import SelError
+from sel.sweep import load_grid
 
 
 def write_grid(repo: Path, grid: dict) -> Path:
@@ -173,7 +176,7 @@ def test_a_team_server_on_postgresql_takes_every_run_and_an_outage_loses_none(pr
     ({"name": "x", "grid": {"sel.gama_decay": [0.1]}}, "unknown key 'sel.gama_decay'"),
     ({"name": "x", "experiments": ["nope"]}, "experiment 'nope' is not in train_stages"),
     ({"name": "x", "grid": {"sel.gamma_decay": 0.1}}, "grid axis 'sel.gamma_decay' needs a non-empty list"),
-    ({"name": "x", "seeds": ["a"]}, "`seeds` must be a list of non-negative integers"),
+    ({"name": "x", "seeds": ["a"]}, "`seeds` must be a non-empty list of non-negative integers"),
     ({"name": "x y"}, "`name` must be letters"),
     ({"name": "x", "grids": {}}, "unknown key 'grids'"),
 ])
@@ -183,3 +186,25 @@ def test_a_bad_grid_is_refused_in_one_line_before_any_work(project, grid, says):
     out = sweep(project, path, check=False)
     assert out.returncode == 2 and says in out.stderr, out.stderr
     assert out.stderr.strip().count("\n") == 0 and not (project / "sweeps").exists()
+
+
+@pytest.mark.parametrize("grid, says", [
+    ({"experiments": []}, "`experiments` must be a non-empty list of experiment names"),
+    ({"seeds": []}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"experiments": "baseline"}, "`experiments` must be a non-empty list of experiment names"),
+    ({"experiments": None}, "`experiments` must be a non-empty list of experiment names"),
+    ({"seeds": 42}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"seeds": [True]}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"grid": {"train.lr": []}}, "grid axis 'train.lr' needs a non-empty list of values"),
+    ({"grid": ["train.lr"]}, "`grid` must be a mapping of axes"),
+    ({"base": ["train.lr=0.1"]}, "`base` must be a mapping of overrides"),
+    ({"protocol": ["cpu-seeds"]}, "`protocol` must be the name of a protocol"),
+])
+def test_an_empty_or_mistyped_list_is_refused_in_one_line_naming_its_key(tmp_path, grid, says):
+    """An empty list would plan nothing or fall back to a default unasked; a string where a list
+    goes would be read letter by letter."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", **grid}))
+    with pytest.raises(SelError, match=re.escape(says)) as refused:
+        load_grid(path)
+    assert "\n" not in str(refused.value)
