@@ -23,8 +23,10 @@ DVC stage. The data it reads (the npz, the pools of `sort`, the gamma of `calibr
 once per distinct value of the params those stages read, by their own scripts, and linked into
 every trial that needs it. A finished trial has its summary.json: running the sweep again runs
 only what is missing, and a trial interrupted mid-way resumes from its checkpoint, into the same
-MLflow run. Ray schedules the steps (`--gpus-per-trial 0.25`: four trials share a GPU) and runs a
-step again when its worker dies (the step's process dies with its worker).
+MLflow run; the aggregate run `sweep:<name>` is updated, not added again. One driver at a time: a
+second one of the same sweep is refused while the first holds sweeps/<name>/driver.lock. Ray
+schedules the steps (`--gpus-per-trial 0.25`: four trials share a GPU) and runs a step again
+when its worker dies (the step's process dies with its worker).
 """
 
 import argparse
@@ -38,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +48,7 @@ import yaml
 
 from .errors import SelError
 from .experiments import needs_gamma, needs_pools
-from .files import project_root, run_outputs, seed_data
+from .files import locked, project_root, run_outputs, seed_data, staged_outputs
 from .params import flatten, parse_params, stage_keys
 from .protocols import PROTOCOLS, apply_overrides
 
@@ -126,8 +129,8 @@ def load_grid(path: Path) -> dict:
 
 
 def plan(grid: dict, raw: dict, root: Path) -> list[Trial]:
-    """Every trial of the grid; every point's params are validated (one line naming the point)
-    before any folder is laid out."""
+    """Every trial of the grid, every point's params validated (one line naming the point);
+    nothing is written: `lay_out` does, under the sweep's lock."""
     base = {**PROTOCOLS.get(grid.get("protocol") or "full"), **(grid.get("base") or {})}
     axes = grid.get("grid") or {}
     points = []
@@ -173,23 +176,43 @@ def _trial(folder: Path, name: str, seed: int, point: dict, raw: dict, params, p
     step = _prep(prepared, trial_folder, ("pipeline.train", group, name, str(seed)),
                  str(run_outputs(name, seed)[2]))
     read = {k: v for k, v in point.items() if any(r == k or r.startswith(k + ".") for r in reads)}
-    trial = Trial(name, seed, point, read, raw, step, needs)
-    _lay_out(trial_folder, raw, needs[0].folder, needs[1:])
-    for prep in needs:
-        _lay_out(prep.folder, raw, needs[0].folder if prep is not needs[0] else None, [])
-    return trial
+    return Trial(name, seed, point, read, raw, step, needs)
 
 
 def _prep(prepared: dict, folder: Path, argv: tuple, output: str) -> Step:
     return prepared.setdefault(folder.name, Step(folder, argv, output))
 
 
-def _lay_out(folder: Path, raw: dict, data_from: Path | None, others: list[Step]) -> None:
-    """A step's folder: its params.yaml and links to the prepared files it reads. The params
+@contextmanager
+def one_driver(folder: Path, name: str):
+    """Hold the sweep's lock file while the block runs: a second driver of the same sweep would
+    lay out the same folders and train every unfinished trial a second time. The lock goes with
+    the driver's process however it ends (its Ray processes do not inherit the file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = locked(folder / "driver.lock")
+    if lock is None:
+        raise SelError(f"sweep {name} is running in another process (it holds {folder / 'driver.lock'}); "
+                       f"wait for it to end, or give this grid another name")
+    with lock:
+        yield
+
+
+def lay_out(trials: list[Trial]) -> None:
+    """Every step's folder: its params.yaml and links to the prepared files it reads. The params
     of a shared preparation are its first trial's (the others agree on what it reads)."""
+    for trial in trials:
+        data = trial.needs[0]
+        _lay_out(trial.step.folder, trial.raw, data.folder, trial.needs[1:])
+        for prep in trial.needs:
+            _lay_out(prep.folder, trial.raw, data.folder if prep is not data else None, [])
+
+
+def _lay_out(folder: Path, raw: dict, data_from: Path | None, others: list[Step]) -> None:
+    """One step's folder; a driver killed midway leaves whole files, which the next one keeps."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
     if not (folder / "params.yaml").exists():
-        (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        with staged_outputs(folder / "params.yaml") as (tmp,):
+            tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
     links = {}
     if data_from is not None:
         links.update({f"data/cifar10.{ext}": data_from / f"data/cifar10.{ext}" for ext in ("npz", "json")})
@@ -313,13 +336,16 @@ def main(argv=None):
         from .tracking import Tracker
 
         Tracker(parse_params(trials[0].raw).mlflow.experiment)  # the store answers before any work
-        failed = run(trials, grid["name"], root, args)
-        if failed:
-            raise SelError(f"sweep {grid['name']}: {len(failed)} of {len(trials)} trials failed "
-                           f"(their lines above, logs in their folders); run it again to complete them")
-        from .sweep_report import aggregate
+        folder = root / "sweeps" / grid["name"]
+        with one_driver(folder, grid["name"]):
+            lay_out(trials)
+            failed = run(trials, grid["name"], root, args)
+            if failed:
+                raise SelError(f"sweep {grid['name']}: {len(failed)} of {len(trials)} trials failed "
+                               f"(their lines above, logs in their folders); run it again to complete them")
+            from .sweep_report import aggregate
 
-        aggregate(grid, trials, root / "sweeps" / grid["name"])
+            aggregate(grid, trials, folder)
 
     sweep()
 

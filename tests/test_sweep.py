@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import env_for_stages, mlflow_runs, run, set_params
+from conftest import ROOT, env_for_stages, mlflow_runs, run, set_params
 from servers import MlflowServer, postgres, postgres_bin
 from sel.errors import SelError
-from sel.sweep import load_grid
+from sel.sweep import load_grid, plan
 
 
 def write_grid(repo: Path, grid: dict) -> Path:
@@ -26,14 +26,24 @@ def write_grid(repo: Path, grid: dict) -> Path:
     return path
 
 
-def sweep(repo: Path, grid: Path, *args, env=None, check=True) -> subprocess.CompletedProcess:
+def sweep(repo: Path, grid: Path, *args, env=None, check=True, timeout=900) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "sel.sweep", str(grid), *args], repo, check=check,
-               env=env or env_for_stages(), timeout=900)
+               env=env or env_for_stages(), timeout=timeout)
 
 
 def start_sweep(repo: Path, grid: Path, *args, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sel.sweep", str(grid), *args], cwd=repo,
                             env=env or env_for_stages(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_until(proc: subprocess.Popen, marker: str) -> str:
+    """What `proc` printed up to the first line holding `marker`."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    raise AssertionError(f"no line with {marker!r}:\n{''.join(lines)}")
 
 
 def wait_for_checkpoint(repo: Path, experiment: str, proc: subprocess.Popen, timeout=300) -> None:
@@ -71,12 +81,21 @@ def assert_each_trial_once_finished(client, runs: list, epochs: int | None = Non
 
 
 def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
+    """A second driver of the same sweep, started while the first runs, is refused in one line
+    (no trial trained twice); a rerun of the finished sweep logs into its one aggregate run."""
     grid = write_grid(project, {"name": "tiny", "experiments": ["baseline", "sel95"], "seeds": [42, 43],
                                 "grid": {"sel.gamma_decay": [0.3]}})
-    out = sweep(project, grid, "--workers", "2")
-    assert "4 trials, 4 distinct runs, 0 already finished, 4 to run" in out.stdout
-    assert sum(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in out.stdout.splitlines()) == 4
-    assert "left ~" in out.stdout
+    first = start_sweep(project, grid, "--workers", "2")
+    out = read_until(first, "sweep tiny: ")  # its folder laid out and locked, the trials submitted
+    second = sweep(project, grid, "--workers", "2", check=False, timeout=300)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "sweep tiny is running in another process (it holds " in second.stderr
+    assert "sweeps/tiny/driver.lock" in second.stderr and second.stderr.strip().count("\n") == 0
+    out += first.communicate(timeout=900)[0]
+    assert first.returncode == 0, out
+    assert "4 trials, 4 distinct runs, 0 already finished, 4 to run" in out
+    assert sum(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in out.splitlines()) == 4
+    assert "left ~" in out
 
     client, runs = mlflow_runs(project)
     trial_runs = runs["baseline"] + runs["sel95"]
@@ -100,6 +119,10 @@ def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
     assert "4 already finished, 0 to run" in again.stdout
     _, runs = mlflow_runs(project)
     assert len(runs["baseline"] + runs["sel95"]) == 4
+    _, aggregates = mlflow_runs(project, "sel-benchmark-aggregate")
+    (agg_again,) = aggregates["aggregate"]
+    assert agg_again.info.run_id == agg.info.run_id and agg_again.info.status == "FINISHED"
+    assert agg_again.data.metrics == agg.data.metrics
 
 
 def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_same_run(project):
@@ -208,3 +231,29 @@ def test_an_empty_or_mistyped_list_is_refused_in_one_line_naming_its_key(tmp_pat
     with pytest.raises(SelError, match=re.escape(says)) as refused:
         load_grid(path)
     assert "\n" not in str(refused.value)
+
+
+def test_an_empty_grid_is_one_point_and_planning_writes_nothing(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    trials = plan({"name": "x", "grid": {}, "experiments": ["baseline"], "seeds": [42]}, raw, tmp_path)
+    assert [(t.experiment, t.seed, t.point) for t in trials] == [("baseline", 42, {})]
+    assert list(tmp_path.iterdir()) == []  # folders are laid out under the sweep's lock
+
+def test_a_sweeps_aggregate_run_is_reopened_or_replaced_when_its_points_changed(tmp_path, monkeypatch):
+    from sel.sweep_report import open_sweep_run
+    from sel.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker("x-aggregate", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def opened(points: str) -> str:
+        open_sweep_run(tracker, "s", {"point.p0": points}, {"sweep": "s"})
+        tracker.finish()
+        return tracker.run_id
+
+    first = opened("{}")
+    assert opened("{}") == first
+    changed = opened('{"train.lr": 0.1}')  # MLflow keeps a param's first value: a new run
+    assert changed != first
+    assert [r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])] == [changed]
+
