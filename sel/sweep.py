@@ -32,6 +32,7 @@ when its worker dies (the step's process dies with its worker).
 import argparse
 import ctypes
 import hashlib
+import ipaddress
 import itertools
 import json
 import os
@@ -248,14 +249,31 @@ def run_step(step: Step, env: dict, *after) -> dict:
     return {"seconds": time.monotonic() - started, "ran": True}
 
 
-def _connect(address: str | None, workers: int | None):
-    import ray
+# Ray gives a node it starts the machine's network address even when told 127.0.0.1, and its
+# servers (GCS, raylet, workers, agents) listen on every interface unless that address is
+# loopback. Set to 0, this setting keeps a single machine on loopback, as Ray does on macOS and
+# Windows; Ray reads it when imported, and its processes inherit it.
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
+
+def _connect(address: str | None, workers: int | None):
+    """Ray at `address`, or else a local instance of this driver's own (neither RAY_ADDRESS nor a
+    `ray start` on this machine) that listens on loopback only: whoever reaches Ray's ports can
+    have it run code as this user (CVE-2023-48022)."""
+    if not address:
+        os.environ[LOOPBACK_ONLY] = "0"
+    import ray
+    from ray.util import get_node_ip_address
+
+    if not address and not ipaddress.ip_address(get_node_ip_address()).is_loopback:
+        raise SelError(f"a local Ray would listen on {get_node_ip_address()}, not on loopback only: "
+                       f"ray was imported before sel.sweep set {LOOPBACK_ONLY}=0; set it first")
     try:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="ERROR",
+                     log_to_driver=False)
     except Exception as e:
         raise SelError(f"cannot start or reach Ray{f' at {address}' if address else ''} "
                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

@@ -2,6 +2,7 @@
 PostgreSQL, receiving every run of a `dvc repro` and of sweeps, through a worker killed mid-trial
 and a server killed mid-sweep."""
 
+import ipaddress
 import json
 import os
 import re
@@ -257,3 +258,46 @@ def test_a_sweeps_aggregate_run_is_reopened_or_replaced_when_its_points_changed(
     assert changed != first
     assert [r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])] == [changed]
 
+
+# Every TCP socket listening, and UDP socket bound, in the processes of the local Ray a sweep
+# starts (gcs_server and raylet are the driver's children; workers and agents the raylet's),
+# gathered for a few seconds after a task ran, so that agents that start late count too.
+RAY_LISTENERS = """
+import json, os, time
+import psutil
+from sel.sweep import _connect
+
+ray = _connect(None, 1)
+ray.get(ray.remote(lambda: os.getpid()).remote())
+found = set()
+for _ in range(5):
+    for p in psutil.Process().children(recursive=True) + [psutil.Process()]:
+        for c in p.net_connections("inet"):
+            if c.status == psutil.CONN_LISTEN or (c.type.name == "SOCK_DGRAM" and not c.raddr):
+                found.add((p.name(), c.laddr.ip, c.laddr.port))
+    time.sleep(1)
+print(json.dumps(sorted(found)))
+"""
+
+
+def loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1 too
+
+
+def test_a_local_sweeps_ray_listens_on_loopback_only():
+    out = run([sys.executable, "-c", RAY_LISTENERS], ROOT, timeout=300)
+    listeners = [tuple(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]
+    assert {"gcs_server", "raylet"} <= {name for name, _, _ in listeners}, listeners
+    assert all(loopback(ip) for _, ip, _ in listeners), listeners
+
+
+def test_a_local_ray_is_refused_when_ray_was_imported_too_early_to_keep_it_on_loopback():
+    from ray.util import get_node_ip_address
+
+    if loopback(get_node_ip_address()):
+        pytest.skip("this machine has no network address for Ray to listen on")
+    env = {k: v for k, v in env_for_stages().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    out = run([sys.executable, "-c", "import ray; from sel.sweep import _connect; _connect(None, 1)"], ROOT,
+              check=False, env=env, timeout=120)
+    assert "not on loopback only: ray was imported before sel.sweep set" in out.stderr, out.stderr
