@@ -257,25 +257,26 @@ LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _connect(address: str | None, workers: int | None):
-    """Ray at `address`, or else a local instance of this driver's own (neither RAY_ADDRESS nor a
-    `ray start` on this machine) that listens on loopback only: whoever reaches Ray's ports can
-    have it run code as this user (CVE-2023-48022)."""
-    if not address:
+    """Ray at `address`, or else (no address, or `local`) a local instance of this driver's own,
+    never one that RAY_ADDRESS or a `ray start` names, listening on loopback only: whoever
+    reaches Ray's ports can have it run code as this user (CVE-2023-48022)."""
+    local = address in (None, "local")
+    if local:
         os.environ[LOOPBACK_ONLY] = "0"
     import ray
     from ray.util import get_node_ip_address
 
-    if not address and not ipaddress.ip_address(get_node_ip_address()).is_loopback:
+    if local and not ipaddress.ip_address(get_node_ip_address()).is_loopback:
         raise SelError(f"a local Ray would listen on {get_node_ip_address()}, not on loopback only: "
                        f"ray was imported before sel.sweep set {LOOPBACK_ONLY}=0; set it first")
     try:
-        if address:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        else:
+        if local:
             ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="ERROR",
                      log_to_driver=False)
+        else:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except Exception as e:
-        raise SelError(f"cannot start or reach Ray{f' at {address}' if address else ''} "
+        raise SelError(f"cannot start or reach Ray{'' if local else f' at {address}'} "
                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return ray
 
@@ -339,7 +340,7 @@ def main(argv=None):
         parser = argparse.ArgumentParser(prog="python -m sel.sweep", description=__doc__.split("\n")[0])
         parser.add_argument("grid", type=Path)
         parser.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001); "
-                            "default: a local Ray instance")
+                            "default: a local Ray instance of the sweep's own, on loopback only")
         parser.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all)")
         parser.add_argument("--cpus-per-trial", type=int, default=1)
         parser.add_argument("--gpus-per-trial", type=float, default=0.0)
