@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -55,20 +56,17 @@ def wait_for_checkpoint(repo: Path, experiment: str, proc: subprocess.Popen, tim
         time.sleep(0.1)
 
 
-def training_process(experiment: str) -> int:
-    """The pid of the `pipeline.train` process training `experiment` (a trial's step)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+def training_process(driver: subprocess.Popen, experiment: str) -> psutil.Process:
+    """The `pipeline.train` process training `experiment` for this sweep's driver (a trial's step):
+    only its descendants, never a process of another sweep or test on the same machine."""
+    for p in psutil.Process(driver.pid).children(recursive=True):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            cmd = p.cmdline()
+        except psutil.Error:
             continue
-        if b"pipeline.train" in cmd and experiment.encode() in cmd:
-            return int(pid)
+        if "pipeline.train" in cmd and experiment in cmd:
+            return p
     raise AssertionError(f"no training process of {experiment}")
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def assert_each_trial_once_finished(client, runs: list, epochs: int | None = None) -> None:
@@ -132,8 +130,8 @@ def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_sa
                                 "base": {"experiments.baseline.epochs": epochs}})
     proc = start_sweep(project, grid, "--workers", "1")
     wait_for_checkpoint(project, "baseline", proc)
-    trainer = training_process("baseline")
-    os.kill(parent_of(trainer), signal.SIGKILL)  # the Ray worker; its step dies with it
+    trainer = training_process(proc, "baseline")
+    trainer.parent().send_signal(signal.SIGKILL)  # the Ray worker; its step dies with it
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out
     log = next((project / "sweeps" / "kill" / "trials").glob("baseline-*/log.txt")).read_text()
