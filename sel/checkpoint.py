@@ -12,7 +12,6 @@ process training the same configuration at the same time (two queued experiments
 baseline, say) keeps no checkpoint rather than wait or collide.
 """
 
-import fcntl
 import hashlib
 import io
 import json
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .files import anchored, remove_stale_partials
+from .files import anchored, locked, remove_stale_partials
 
 FORMAT = 3
 # what pipeline/train.py reads back: the owner, its own keys, ExperimentRun's and Trainer's state_dict
@@ -120,31 +119,6 @@ def _free_name(folder: Path, name: str) -> Path:
     return path
 
 
-def _same_file(f, path: Path) -> bool:
-    try:
-        on_disk = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(f.fileno())
-    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
-
-
-def _locked(path: Path):
-    """The lock file at `path`, opened and locked, or None while another process holds it.
-    A finishing process unlinks the file while it still holds the lock, so the file locked may
-    be one no longer on disk: then lock afresh, until it is the one at `path`."""
-    while True:
-        f = open(path, "a")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            return None
-        if _same_file(f, path):
-            return f
-        f.close()
-
-
 class Checkpoint:
     """The checkpoint file of one experiment configuration, held locked while training.
     `experiment` names the experiment and seed (`baseline-seed42`)."""
@@ -157,7 +131,7 @@ class Checkpoint:
         self.owner = {"experiment": experiment, "configuration": fingerprint(experiment, params, inputs)}
         self.path: Path | None = folder / f"{experiment}-{self.owner['configuration']}.pt"
         self._lock_path = self.path.with_suffix(".lock")
-        self._lock = _locked(self._lock_path)
+        self._lock = locked(self._lock_path)
         if self._lock is None:
             print(f"[{experiment}] the same configuration is training in another process; "
                   f"this one keeps no checkpoint", file=sys.stderr, flush=True)
@@ -217,7 +191,7 @@ class Checkpoint:
 
     def remove(self) -> None:
         """Once the stage has finished: the checkpoint and its lock file go, the lock file while
-        still locked (see `_locked`), and this object saves no more."""
+        still locked (see `sel.files.locked`), and this object saves no more."""
         if self.path is None:
             return
         self.path.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """Where things live and how outputs are written: all-or-nothing, never half a file."""
 
+import fcntl
 import glob
 import json
 import os
@@ -48,6 +49,32 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # exists, but another user's
         pass
     return True
+
+
+def locked(path: Path):
+    """The lock file at `path`, opened and locked (held until the file object is closed or its
+    process ends, however it ends), or None while another process holds it. A holder may unlink
+    the file while it still holds the lock (a finished checkpoint's does), so the file locked may
+    be one no longer on disk: then lock afresh, until it is the one at `path`."""
+    while True:
+        f = open(path, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        if _same_file(f, path):
+            return f
+        f.close()
+
+
+def _same_file(f, path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
 def remove_stale_partials(folder: Path, prefix: str) -> None:

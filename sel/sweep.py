@@ -13,6 +13,9 @@ GRID.yaml names the sweep and its axes:
     experiments: [baseline, sel95]   # default: every experiment of params.yaml's train_stages
     seeds: [42, 43]                  # default: params.yaml's seeds
 
+A key that is there holds what it names: an empty list, or a string where a list goes, is refused
+before any work (leave the key out for its default); `grid: {}`, like no `grid`, is one point.
+
 A trial is one experiment at one seed and one point. It runs the training stage's own script
 (`python -m pipeline.train`) in a folder of its own holding its params.yaml, so its outputs, its
 MLflow run (tagged `sweep`, `sweep.trial`, `sweep.overrides`) and its checkpoint are those of a
@@ -20,13 +23,16 @@ DVC stage. The data it reads (the npz, the pools of `sort`, the gamma of `calibr
 once per distinct value of the params those stages read, by their own scripts, and linked into
 every trial that needs it. A finished trial has its summary.json: running the sweep again runs
 only what is missing, and a trial interrupted mid-way resumes from its checkpoint, into the same
-MLflow run. Ray schedules the steps (`--gpus-per-trial 0.25`: four trials share a GPU) and runs a
-step again when its worker dies (the step's process dies with its worker).
+MLflow run; the aggregate run `sweep:<name>` is updated, not added again. One driver at a time: a
+second one of the same sweep is refused while the first holds sweeps/<name>/driver.lock. Ray
+schedules the steps (`--gpus-per-trial 0.25`: four trials share a GPU) and runs a step again
+when its worker dies (the step's process dies with its worker).
 """
 
 import argparse
 import ctypes
 import hashlib
+import ipaddress
 import itertools
 import json
 import os
@@ -34,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +48,30 @@ import yaml
 
 from .errors import SelError
 from .experiments import needs_gamma, needs_pools
-from .files import project_root, run_outputs, seed_data
+from .files import locked, project_root, run_outputs, seed_data, staged_outputs
 from .names import check_name
 from .params import flatten, parse_params, stage_keys
 from .protocols import PROTOCOLS, apply_overrides
 
 GRID_KEYS = {"name", "protocol", "base", "grid", "experiments", "seeds"}
+
+
+def _non_empty_list(values, item) -> bool:
+    return isinstance(values, list) and len(values) > 0 and all(item(v) for v in values)
+
+
+# What a grid key holds when it is there: an empty list would plan nothing, or fall back to the
+# default unasked, and a string where a list goes would be read letter by letter. `grid: {}` is
+# one point, the base, as is no `grid`.
+SHAPES = {
+    "protocol": (lambda v: v is None or isinstance(v, str), "the name of a protocol in sel.protocols"),
+    "base": (lambda v: isinstance(v, dict), "a mapping of overrides (key: value)"),
+    "grid": (lambda v: isinstance(v, dict), "a mapping of axes (key: [values]; {} or none: one point)"),
+    "experiments": (lambda v: _non_empty_list(v, lambda e: isinstance(e, str)),
+                    "a non-empty list of experiment names (leave it out for all of train_stages)"),
+    "seeds": (lambda v: _non_empty_list(v, lambda s: type(s) is int and s >= 0),
+              "a non-empty list of non-negative integers (leave it out for params.yaml's seeds)"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,26 +111,26 @@ def load_grid(path: Path) -> dict:
         grid = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise SelError(f"cannot read the sweep grid {path}: {e}") from None
-    if not isinstance(grid, dict) or not isinstance(grid.get("grid", {}), dict):
+    if not isinstance(grid, dict):
         raise SelError(f"{path}: a mapping with `name` and `grid` (axis: [values]) is expected")
+    for key, (fits, shape) in SHAPES.items():
+        if key in grid and not fits(grid[key]):
+            raise SelError(f"{path}: `{key}` must be {shape}")
     unknown = set(grid) - GRID_KEYS
     if unknown:
         raise SelError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(GRID_KEYS))})")
     check_name(f"{path}: name", grid.get("name"))  # a folder, an MLflow tag
     if grid.get("protocol") is not None and grid["protocol"] not in PROTOCOLS:
         raise SelError(f"{path}: unknown protocol {grid['protocol']!r} (known: {', '.join(PROTOCOLS)})")
-    for axis, values in (grid.get("grid") or {}).items():
-        if not isinstance(values, list) or not values:
+    for axis, values in grid.get("grid", {}).items():
+        if not _non_empty_list(values, lambda v: True):
             raise SelError(f"{path}: grid axis {axis!r} needs a non-empty list of values")
-    seeds = grid.get("seeds") or []
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise SelError(f"{path}: `seeds` must be a list of non-negative integers")
     return grid
 
 
 def plan(grid: dict, raw: dict, root: Path) -> list[Trial]:
-    """Every trial of the grid; every point's params are validated (one line naming the point)
-    before any folder is laid out."""
+    """Every trial of the grid, every point's params validated (one line naming the point);
+    nothing is written: `lay_out` does, under the sweep's lock."""
     base = {**PROTOCOLS.get(grid.get("protocol") or "full"), **(grid.get("base") or {})}
     axes = grid.get("grid") or {}
     points = []
@@ -151,23 +176,43 @@ def _trial(folder: Path, name: str, seed: int, point: dict, raw: dict, params, p
     step = _prep(prepared, trial_folder, ("pipeline.train", group, name, str(seed)),
                  str(run_outputs(name, seed)[2]))
     read = {k: v for k, v in point.items() if any(r == k or r.startswith(k + ".") for r in reads)}
-    trial = Trial(name, seed, point, read, raw, step, needs)
-    _lay_out(trial_folder, raw, needs[0].folder, needs[1:])
-    for prep in needs:
-        _lay_out(prep.folder, raw, needs[0].folder if prep is not needs[0] else None, [])
-    return trial
+    return Trial(name, seed, point, read, raw, step, needs)
 
 
 def _prep(prepared: dict, folder: Path, argv: tuple, output: str) -> Step:
     return prepared.setdefault(folder.name, Step(folder, argv, output))
 
 
-def _lay_out(folder: Path, raw: dict, data_from: Path | None, others: list[Step]) -> None:
-    """A step's folder: its params.yaml and links to the prepared files it reads. The params
+@contextmanager
+def one_driver(folder: Path, name: str):
+    """Hold the sweep's lock file while the block runs: a second driver of the same sweep would
+    lay out the same folders and train every unfinished trial a second time. The lock goes with
+    the driver's process however it ends (its Ray processes do not inherit the file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = locked(folder / "driver.lock")
+    if lock is None:
+        raise SelError(f"sweep {name} is running in another process (it holds {folder / 'driver.lock'}); "
+                       f"wait for it to end, or give this grid another name")
+    with lock:
+        yield
+
+
+def lay_out(trials: list[Trial]) -> None:
+    """Every step's folder: its params.yaml and links to the prepared files it reads. The params
     of a shared preparation are its first trial's (the others agree on what it reads)."""
+    for trial in trials:
+        data = trial.needs[0]
+        _lay_out(trial.step.folder, trial.raw, data.folder, trial.needs[1:])
+        for prep in trial.needs:
+            _lay_out(prep.folder, trial.raw, data.folder if prep is not data else None, [])
+
+
+def _lay_out(folder: Path, raw: dict, data_from: Path | None, others: list[Step]) -> None:
+    """One step's folder; a driver killed midway leaves whole files, which the next one keeps."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
     if not (folder / "params.yaml").exists():
-        (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        with staged_outputs(folder / "params.yaml") as (tmp,):
+            tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
     links = {}
     if data_from is not None:
         links.update({f"data/cifar10.{ext}": data_from / f"data/cifar10.{ext}" for ext in ("npz", "json")})
@@ -203,16 +248,34 @@ def run_step(step: Step, env: dict, *after) -> dict:
     return {"seconds": time.monotonic() - started, "ran": True}
 
 
-def _connect(address: str | None, workers: int | None):
-    import ray
+# Ray gives a node it starts the machine's network address even when told 127.0.0.1, and its
+# servers (GCS, raylet, workers, agents) listen on every interface unless that address is
+# loopback. Set to 0, this setting keeps a single machine on loopback, as Ray does on macOS and
+# Windows; Ray reads it when imported, and its processes inherit it.
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
+
+def _connect(address: str | None, workers: int | None):
+    """Ray at `address`, or else (no address, or `local`) a local instance of this driver's own,
+    never one that RAY_ADDRESS or a `ray start` names, listening on loopback only: whoever
+    reaches Ray's ports can have it run code as this user (CVE-2023-48022)."""
+    local = address in (None, "local")
+    if local:
+        os.environ[LOOPBACK_ONLY] = "0"
+    import ray
+    from ray.util import get_node_ip_address
+
+    if local and not ipaddress.ip_address(get_node_ip_address()).is_loopback:
+        raise SelError(f"a local Ray would listen on {get_node_ip_address()}, not on loopback only: "
+                       f"ray was imported before sel.sweep set {LOOPBACK_ONLY}=0; set it first")
     try:
-        if address:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        if local:
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="ERROR",
+                     log_to_driver=False)
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except Exception as e:
-        raise SelError(f"cannot start or reach Ray{f' at {address}' if address else ''} "
+        raise SelError(f"cannot start or reach Ray{'' if local else f' at {address}'} "
                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return ray
 
@@ -276,7 +339,7 @@ def main(argv=None):
         parser = argparse.ArgumentParser(prog="python -m sel.sweep", description=__doc__.split("\n")[0])
         parser.add_argument("grid", type=Path)
         parser.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001); "
-                            "default: a local Ray instance")
+                            "default: a local Ray instance of the sweep's own, on loopback only")
         parser.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all)")
         parser.add_argument("--cpus-per-trial", type=int, default=1)
         parser.add_argument("--gpus-per-trial", type=float, default=0.0)
@@ -291,13 +354,16 @@ def main(argv=None):
         from .tracking import Tracker
 
         Tracker(parse_params(trials[0].raw).mlflow.experiment)  # the store answers before any work
-        failed = run(trials, grid["name"], root, args)
-        if failed:
-            raise SelError(f"sweep {grid['name']}: {len(failed)} of {len(trials)} trials failed "
-                           f"(their lines above, logs in their folders); run it again to complete them")
-        from .sweep_report import aggregate
+        folder = root / "sweeps" / grid["name"]
+        with one_driver(folder, grid["name"]):
+            lay_out(trials)
+            failed = run(trials, grid["name"], root, args)
+            if failed:
+                raise SelError(f"sweep {grid['name']}: {len(failed)} of {len(trials)} trials failed "
+                               f"(their lines above, logs in their folders); run it again to complete them")
+            from .sweep_report import aggregate
 
-        aggregate(grid, trials, root / "sweeps" / grid["name"])
+            aggregate(grid, trials, folder)
 
     sweep()
 

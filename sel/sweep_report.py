@@ -37,8 +37,20 @@ def markdown(name: str, rows: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def open_sweep_run(tracker: Tracker, name: str, params: dict, tags: dict) -> None:
+    """Open the sweep's one aggregate run: a rerun logs into the run it finds by the `sweep` tag
+    (the metrics' new values at step 0 become their latest). MLflow keeps params as first
+    logged, so a run of other points (the grid changed) is deleted, restorable with `mlflow runs
+    restore`, and a new one started."""
+    for found in tracker.client.search_runs([tracker.experiment_id], f"tags.sweep = '{name}'"):
+        if found.data.params == params and tracker.resume(found.info.run_id, tags) is not None:
+            return
+        tracker.client.delete_run(found.info.run_id)
+    tracker.start(f"sweep:{name}", params, tags)
+
+
 def aggregate(grid: dict, trials, folder: Path) -> None:
-    """summary.json and summary.md in the sweep's folder, and an aggregate MLflow run named
+    """summary.json and summary.md in the sweep's folder, and the sweep's aggregate MLflow run
     `sweep:<name>` in `<mlflow.experiment>-aggregate` (metrics as the aggregate stage's, with
     the point: `test_full/p1.sel95.mean`; params `point.p1` name the overrides)."""
     params = parse_params(trials[0].raw)
@@ -50,8 +62,8 @@ def aggregate(grid: dict, trials, folder: Path) -> None:
                                             for pid, point, summary in rows]}))
         md.write_text(markdown(grid["name"], rows))
     tracker = Tracker(f"{params.mlflow.experiment}-aggregate")
-    tracker.start(f"sweep:{grid['name']}", {f"point.{pid}": json.dumps(point) for pid, point, _ in rows},
-                  {**run_tags("aggregate", {}, device=None, precision=None), "sweep": grid["name"]})
+    open_sweep_run(tracker, grid["name"], {f"point.{pid}": json.dumps(point) for pid, point, _ in rows},
+                   {**run_tags("aggregate", {}, device=None, precision=None), "sweep": grid["name"]})
     with tracker.recording():
         metrics = {}
         for pid, _, summary in rows:

@@ -12,7 +12,7 @@ import torch
 
 from builders import make_arrays
 from sel.training_stage import open_run
-from sel import checkpoint as ckpt
+from sel import files
 from sel.checkpoint import Checkpoint
 from sel.dataset import Cifar, held_out_indices
 from sel.experiments import ExperimentRun, Phase
@@ -111,8 +111,8 @@ def test_a_lock_file_unlinked_while_being_locked_is_locked_afresh(tmp_path, monk
         return flock(f, op)
 
     monkeypatch.setattr(fcntl, "flock", finisher_unlinks_first)
-    held = ckpt._locked(path)
-    assert len(calls) == 2 and ckpt._same_file(held, path)
+    held = files.locked(path)
+    assert len(calls) == 2 and files._same_file(held, path)
     held.close()
 
 

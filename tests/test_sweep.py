@@ -2,19 +2,24 @@
 PostgreSQL, receiving every run of a `dvc repro` and of sweeps, through a worker killed mid-trial
 and a server killed mid-sweep."""
 
+import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from conftest import env_for_stages, mlflow_runs, run, set_params
+from conftest import ROOT, env_for_stages, mlflow_runs, run, set_params
 from servers import MlflowServer, postgres, postgres_bin
+from sel.errors import SelError
+from sel.sweep import load_grid, plan
 
 
 def write_grid(repo: Path, grid: dict) -> Path:
@@ -23,14 +28,24 @@ def write_grid(repo: Path, grid: dict) -> Path:
     return path
 
 
-def sweep(repo: Path, grid: Path, *args, env=None, check=True) -> subprocess.CompletedProcess:
+def sweep(repo: Path, grid: Path, *args, env=None, check=True, timeout=900) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "sel.sweep", str(grid), *args], repo, check=check,
-               env=env or env_for_stages(), timeout=900)
+               env=env or env_for_stages(), timeout=timeout)
 
 
 def start_sweep(repo: Path, grid: Path, *args, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sel.sweep", str(grid), *args], cwd=repo,
                             env=env or env_for_stages(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_until(proc: subprocess.Popen, marker: str) -> str:
+    """What `proc` printed up to the first line holding `marker`."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    raise AssertionError(f"no line with {marker!r}:\n{''.join(lines)}")
 
 
 def wait_for_checkpoint(repo: Path, experiment: str, proc: subprocess.Popen, timeout=300) -> None:
@@ -41,20 +56,17 @@ def wait_for_checkpoint(repo: Path, experiment: str, proc: subprocess.Popen, tim
         time.sleep(0.1)
 
 
-def training_process(experiment: str) -> int:
-    """The pid of the `pipeline.train` process training `experiment` (a trial's step)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+def training_process(driver: subprocess.Popen, experiment: str) -> psutil.Process:
+    """The `pipeline.train` process training `experiment` for this sweep's driver (a trial's step):
+    only its descendants, never a process of another sweep or test on the same machine."""
+    for p in psutil.Process(driver.pid).children(recursive=True):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            cmd = p.cmdline()
+        except psutil.Error:
             continue
-        if b"pipeline.train" in cmd and experiment.encode() in cmd:
-            return int(pid)
+        if "pipeline.train" in cmd and experiment in cmd:
+            return p
     raise AssertionError(f"no training process of {experiment}")
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def assert_each_trial_once_finished(client, runs: list, epochs: int | None = None) -> None:
@@ -68,12 +80,21 @@ def assert_each_trial_once_finished(client, runs: list, epochs: int | None = Non
 
 
 def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
+    """A second driver of the same sweep, started while the first runs, is refused in one line
+    (no trial trained twice); a rerun of the finished sweep logs into its one aggregate run."""
     grid = write_grid(project, {"name": "tiny", "experiments": ["baseline", "sel95"], "seeds": [42, 43],
                                 "grid": {"sel.gamma_decay": [0.3]}})
-    out = sweep(project, grid, "--workers", "2")
-    assert "4 trials, 4 distinct runs, 0 already finished, 4 to run" in out.stdout
-    assert sum(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in out.stdout.splitlines()) == 4
-    assert "left ~" in out.stdout
+    first = start_sweep(project, grid, "--workers", "2")
+    out = read_until(first, "sweep tiny: ")  # its folder laid out and locked, the trials submitted
+    second = sweep(project, grid, "--workers", "2", check=False, timeout=300)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "sweep tiny is running in another process (it holds " in second.stderr
+    assert "sweeps/tiny/driver.lock" in second.stderr and second.stderr.strip().count("\n") == 0
+    out += first.communicate(timeout=900)[0]
+    assert first.returncode == 0, out
+    assert "4 trials, 4 distinct runs, 0 already finished, 4 to run" in out
+    assert sum(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in out.splitlines()) == 4
+    assert "left ~" in out
 
     client, runs = mlflow_runs(project)
     trial_runs = runs["baseline"] + runs["sel95"]
@@ -97,6 +118,10 @@ def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
     assert "4 already finished, 0 to run" in again.stdout
     _, runs = mlflow_runs(project)
     assert len(runs["baseline"] + runs["sel95"]) == 4
+    _, aggregates = mlflow_runs(project, "sel-benchmark-aggregate")
+    (agg_again,) = aggregates["aggregate"]
+    assert agg_again.info.run_id == agg.info.run_id and agg_again.info.status == "FINISHED"
+    assert agg_again.data.metrics == agg.data.metrics
 
 
 def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_same_run(project):
@@ -105,8 +130,8 @@ def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_sa
                                 "base": {"experiments.baseline.epochs": epochs}})
     proc = start_sweep(project, grid, "--workers", "1")
     wait_for_checkpoint(project, "baseline", proc)
-    trainer = training_process("baseline")
-    os.kill(parent_of(trainer), signal.SIGKILL)  # the Ray worker; its step dies with it
+    trainer = training_process(proc, "baseline")
+    trainer.parent().send_signal(signal.SIGKILL)  # the Ray worker; its step dies with it
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out
     log = next((project / "sweeps" / "kill" / "trials").glob("baseline-*/log.txt")).read_text()
@@ -173,7 +198,7 @@ def test_a_team_server_on_postgresql_takes_every_run_and_an_outage_loses_none(pr
     ({"name": "x", "grid": {"sel.gama_decay": [0.1]}}, "unknown key 'sel.gama_decay'"),
     ({"name": "x", "experiments": ["nope"]}, "experiment 'nope' is not in train_stages"),
     ({"name": "x", "grid": {"sel.gamma_decay": 0.1}}, "grid axis 'sel.gamma_decay' needs a non-empty list"),
-    ({"name": "x", "seeds": ["a"]}, "`seeds` must be a list of non-negative integers"),
+    ({"name": "x", "seeds": ["a"]}, "`seeds` must be a non-empty list of non-negative integers"),
     ({"name": ".."}, "grid.yaml: name: '..' is not a valid name: use 1-64 letters"),  # sweeps/..: the project
     ({"name": "x", "grids": {}}, "unknown key 'grids'"),
 ])
@@ -183,3 +208,94 @@ def test_a_bad_grid_is_refused_in_one_line_before_any_work(project, grid, says):
     out = sweep(project, path, check=False)
     assert out.returncode == 2 and says in out.stderr, out.stderr
     assert out.stderr.strip().count("\n") == 0 and not (project / "sweeps").exists()
+
+
+@pytest.mark.parametrize("grid, says", [
+    ({"experiments": []}, "`experiments` must be a non-empty list of experiment names"),
+    ({"seeds": []}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"experiments": "baseline"}, "`experiments` must be a non-empty list of experiment names"),
+    ({"experiments": None}, "`experiments` must be a non-empty list of experiment names"),
+    ({"seeds": 42}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"seeds": [True]}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"grid": {"train.lr": []}}, "grid axis 'train.lr' needs a non-empty list of values"),
+    ({"grid": ["train.lr"]}, "`grid` must be a mapping of axes"),
+    ({"base": ["train.lr=0.1"]}, "`base` must be a mapping of overrides"),
+    ({"protocol": ["cpu-seeds"]}, "`protocol` must be the name of a protocol"),
+])
+def test_an_empty_or_mistyped_list_is_refused_in_one_line_naming_its_key(tmp_path, grid, says):
+    """An empty list would plan nothing or fall back to a default unasked; a string where a list
+    goes would be read letter by letter."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", **grid}))
+    with pytest.raises(SelError, match=re.escape(says)) as refused:
+        load_grid(path)
+    assert "\n" not in str(refused.value)
+
+
+def test_an_empty_grid_is_one_point_and_planning_writes_nothing(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    trials = plan({"name": "x", "grid": {}, "experiments": ["baseline"], "seeds": [42]}, raw, tmp_path)
+    assert [(t.experiment, t.seed, t.point) for t in trials] == [("baseline", 42, {})]
+    assert list(tmp_path.iterdir()) == []  # folders are laid out under the sweep's lock
+
+def test_a_sweeps_aggregate_run_is_reopened_or_replaced_when_its_points_changed(tmp_path, monkeypatch):
+    from sel.sweep_report import open_sweep_run
+    from sel.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker("x-aggregate", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def opened(points: str) -> str:
+        open_sweep_run(tracker, "s", {"point.p0": points}, {"sweep": "s"})
+        tracker.finish()
+        return tracker.run_id
+
+    first = opened("{}")
+    assert opened("{}") == first
+    changed = opened('{"train.lr": 0.1}')  # MLflow keeps a param's first value: a new run
+    assert changed != first
+    assert [r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])] == [changed]
+
+
+# Every TCP socket listening, and UDP socket bound, in the processes of the local Ray a sweep
+# starts (gcs_server and raylet are the driver's children; workers and agents the raylet's),
+# gathered for a few seconds after a task ran, so that agents that start late count too.
+RAY_LISTENERS = """
+import json, os, time
+import psutil
+from sel.sweep import _connect
+
+ray = _connect(None, 1)
+ray.get(ray.remote(lambda: os.getpid()).remote())
+found = set()
+for _ in range(5):
+    for p in psutil.Process().children(recursive=True) + [psutil.Process()]:
+        for c in p.net_connections("inet"):
+            if c.status == psutil.CONN_LISTEN or (c.type.name == "SOCK_DGRAM" and not c.raddr):
+                found.add((p.name(), c.laddr.ip, c.laddr.port))
+    time.sleep(1)
+print(json.dumps(sorted(found)))
+"""
+
+
+def loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1 too
+
+
+def test_a_local_sweeps_ray_listens_on_loopback_only():
+    out = run([sys.executable, "-c", RAY_LISTENERS], ROOT, timeout=300)
+    listeners = [tuple(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]
+    assert {"gcs_server", "raylet"} <= {name for name, _, _ in listeners}, listeners
+    assert all(loopback(ip) for _, ip, _ in listeners), listeners
+
+
+def test_a_local_ray_is_refused_when_ray_was_imported_too_early_to_keep_it_on_loopback():
+    from ray.util import get_node_ip_address
+
+    if loopback(get_node_ip_address()):
+        pytest.skip("this machine has no network address for Ray to listen on")
+    env = {k: v for k, v in env_for_stages().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    out = run([sys.executable, "-c", "import ray; from sel.sweep import _connect; _connect(None, 1)"], ROOT,
+              check=False, env=env, timeout=120)
+    assert "not on loopback only: ray was imported before sel.sweep set" in out.stderr, out.stderr
