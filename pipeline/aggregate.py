@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from sel.cli import stage
-from sel.errors import SelError
-from sel.files import json_text, run_outputs, staged_outputs
-from sel.params import load_params
-from sel.report import classes_of, headline, long_curves, markdown, mean_curves, mlflow_metrics, summarise
-from sel.results_page import class_rows, write_results_page
-from sel.summary_figure import summary_figure
-from sel.tracking import Tracker, run_tags
+from sel.core.cli import stage
+from sel.core.errors import SelError
+from sel.core.files import json_text, run_outputs, staged_outputs
+from sel.config.params import load_params
+from sel.report.summary import classes_of, headline, long_curves, markdown, mean_curves, mlflow_metrics, summarise
+from sel.report.results_page import class_rows, write_results_page
+from sel.report.summary_figure import summary_figure
+from sel.track.tracking import Tracker, run_tags
 
 OUT = Path("metrics")
 

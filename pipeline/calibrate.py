@@ -6,12 +6,12 @@ Usage: python -m pipeline.calibrate SEED
 
 import sys
 
-from sel.calibration import calibrate_gamma
-from sel.cli import seed_arg, stage
-from sel.dataset import Cifar
-from sel.files import seed_data, write_json
-from sel.params import load_params
-from sel.scorer import scoring_trainer
+from sel.scoring.calibration import calibrate_gamma
+from sel.core.cli import seed_arg, stage
+from sel.data.dataset import Cifar
+from sel.core.files import seed_data, write_json
+from sel.config.params import load_params
+from sel.scoring.scorer import scoring_trainer
 
 
 @stage

@@ -6,9 +6,9 @@ depends on the whole file, refuses it in one line, and writes a constant marker 
 depends on: a valid change re-runs only this stage (seconds), never the data.
 """
 
-from sel.cli import stage
-from sel.files import staged_outputs
-from sel.params import load_params
+from sel.core.cli import stage
+from sel.core.files import staged_outputs
+from sel.config.params import load_params
 
 MARKER = "data/params-checked"
 

@@ -3,11 +3,11 @@
 import dataclasses
 import time
 
-from sel.cli import stage
-from sel.dataset import subsample
-from sel.files import anchored, json_text, project_root, staged_outputs
-from sel.params import load_params
-from sel.sources import read_source
+from sel.core.cli import stage
+from sel.data.dataset import subsample
+from sel.core.files import anchored, json_text, project_root, staged_outputs
+from sel.config.params import load_params
+from sel.data.sources import read_source
 
 
 @stage

@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 
-from sel.cli import seed_arg, stage
-from sel.dataset import Cifar
-from sel.files import seed_data, staged_outputs
-from sel.params import load_params
-from sel.scorer import scoring_trainer, train_scorer
-from sel.sorting import difficulty_order, score
+from sel.core.cli import seed_arg, stage
+from sel.data.dataset import Cifar
+from sel.core.files import seed_data, staged_outputs
+from sel.config.params import load_params
+from sel.scoring.scorer import scoring_trainer, train_scorer
+from sel.scoring.sorting import difficulty_order, score
 
 
 @stage

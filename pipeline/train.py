@@ -1,6 +1,6 @@
 """Stage train_dense@EXPERIMENT-SEED / train_sel@EXPERIMENT-SEED: one experiment, one seed ->
 models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv and
-summary.json, and one MLflow run (sel/training_stage.py).
+summary.json, and one MLflow run (sel/experiments/stage.py).
 
 Usage: python -m pipeline.train {dense,sel} EXPERIMENT SEED
 
@@ -11,10 +11,10 @@ kill, the stage goes on from the last finished epoch, into the same MLflow run.
 
 import sys
 
-from sel.cli import seed_arg, stage
-from sel.errors import SelError
-from sel.params import load_params
-from sel.training_stage import train_experiment
+from sel.core.cli import seed_arg, stage
+from sel.core.errors import SelError
+from sel.config.params import load_params
+from sel.experiments.stage import train_experiment
 
 USAGE = "python -m pipeline.train {dense,sel} EXPERIMENT SEED"
 

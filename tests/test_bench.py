@@ -1,5 +1,5 @@
 """The speed rules that are properties, not timings: our loop never reads a value back to the
-host inside a training epoch, and `python -m sel.bench` measures both loops and reports them.
+host inside a training epoch, and `python -m sel.speed.bench` measures both loops and reports them.
 (Evaluation runs under inference_mode, where dispatch modes see nothing, so it is not counted.)"""
 
 import json
@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from builders import make_arrays
-from sel.bench import SyncCounter, protocol_work
-from sel.dataset import Cifar
-from sel.model import fresh_model
-from sel.params import Params
-from sel.protocols import CPU_SMALL, with_overrides
-from sel.training import Trainer
+from sel.speed.bench import SyncCounter, protocol_work
+from sel.data.dataset import Cifar
+from sel.train.model import fresh_model
+from sel.config.params import Params
+from sel.config.protocols import CPU_SMALL, with_overrides
+from sel.train.training import Trainer
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -44,8 +44,9 @@ def test_cpu_small_work_is_as_the_issue_counts_it():
     assert with_overrides({}, CPU_SMALL).model.width == 16 and Params().model.width == 64
 
 
+@pytest.mark.slow  # the bench end to end, both loops, in a process of its own
 def test_bench_reports_both_loops():
-    out = subprocess.run([sys.executable, "-m", "sel.bench", "--widths", "4", "--steps", "3", "--warmup", "1"],
+    out = subprocess.run([sys.executable, "-m", "sel.speed.bench", "--widths", "4", "--steps", "3", "--warmup", "1"],
                          capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(out.stdout)
     assert {c["step"] for c in report["cases"]} == {"dense", "sel"}

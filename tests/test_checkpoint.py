@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from builders import make_arrays
-from sel.training_stage import open_run
-from sel import files
-from sel.checkpoint import Checkpoint
-from sel.dataset import Cifar, held_out_indices
-from sel.experiments import ExperimentRun, Phase
-from sel.files import write_json
-from sel.model import fresh_model
-from sel.tracking import Tracker
-from sel.training import Trainer
+from sel.experiments.stage import open_run
+from sel.core import files
+from sel.train.checkpoint import Checkpoint
+from sel.data.dataset import Cifar, held_out_indices
+from sel.experiments.plan import ExperimentRun, Phase
+from sel.core.files import write_json
+from sel.train.model import fresh_model
+from sel.track.tracking import Tracker
+from sel.train.training import Trainer
 
 DATA = Cifar(*make_arrays(4, 2))
 

@@ -1,4 +1,4 @@
-"""dvc.yaml stays honest: each stage lists exactly the params it reads (sel.params.stage_keys)
+"""dvc.yaml stays honest: each stage lists exactly the params it reads (sel.config.params.stage_keys)
 and exactly the library files its script imports, directly or through other sel modules; the
 dense runs depend on nothing of SEL."""
 
@@ -9,35 +9,28 @@ from pathlib import Path
 import yaml
 
 from conftest import ROOT
-from sel.params import Params, stage_keys
+from sel.config.params import Params, stage_keys
 
 STAGES = {name: stage.get("do", stage) for name, stage in  # foreach stages keep theirs under `do`
           yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
 
 
 def library_closure(script: Path) -> set[str]:
-    """The sel/*.py files `script` imports, followed through sel's own imports."""
+    """The sel/**/*.py files `script` imports, followed through sel's own imports (the library
+    imports absolutely: tests/test_layout.py)."""
     found, todo = set(), [script]
     while todo:
-        path = todo.pop()
-        in_sel = path.parent.name == "sel"
-        for node in ast.walk(ast.parse(path.read_text())):
-            modules = []
-            if isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level == 1 and in_sel:
-                    modules = [base] if base else [a.name for a in node.names]
-                elif base == "sel":
-                    modules = [a.name for a in node.names]
-                elif base.startswith("sel."):
-                    modules = [base[4:]]
+        for node in ast.walk(ast.parse(todo.pop().read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sel."):
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
-                modules = [a.name[4:] for a in node.names if a.name.startswith("sel.")]
-            for module in modules:
-                file = ROOT / "sel" / f"{module}.py"
-                if file.exists() and f"sel/{module}.py" not in found:
-                    found.add(f"sel/{module}.py")
-                    todo.append(file)
+                names = [a.name for a in node.names if a.name.startswith("sel.")]
+            for name in names:
+                file = name.replace(".", "/") + ".py"
+                if (ROOT / file).exists() and file not in found:
+                    found.add(file)
+                    todo.append(ROOT / file)
     return found
 
 
@@ -75,13 +68,13 @@ def test_every_stage_lists_the_library_code_it_runs():
         assert str(script.relative_to(ROOT)) in stage["deps"], name
         assert listed == closure, (name, sorted(closure ^ listed))
         # the results page inlines the vendored scripts: a stage that writes it depends on them
-        assert ("sel/vendor" in stage["deps"]) == ("sel/results_page.py" in closure), name
+        assert ("sel/vendor" in stage["deps"]) == ("sel/report/results_page.py" in closure), name
 
 
 def test_the_closure_follows_imports():
     closure = library_closure(ROOT / "pipeline" / "download.py")
-    assert {"sel/sources.py", "sel/dataset.py", "sel/errors.py"} <= closure
-    assert "sel/training.py" not in closure
+    assert {"sel/data/sources.py", "sel/data/dataset.py", "sel/core/errors.py"} <= closure
+    assert "sel/train/training.py" not in closure
 
 
 def test_every_command_quotes_what_it_interpolates():

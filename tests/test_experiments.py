@@ -10,13 +10,13 @@ import torch
 import yaml
 
 from conftest import ROOT
-from sel.curriculum import Pools, stage_gamma
-from sel.errors import SelError
-from sel.experiments import check_plan, needs_gamma, needs_pools, plan
-from sel.params import Params, parse_params
-from sel.report import summarise
-from sel.stats import describe, paired
-from sel.training import DENSE, MASKED, SEL
+from sel.method.curriculum import Pools, stage_gamma
+from sel.core.errors import SelError
+from sel.experiments.plan import check_plan, needs_gamma, needs_pools, plan
+from sel.config.params import Params, parse_params
+from sel.report.summary import summarise
+from sel.report.stats import describe, paired
+from sel.train.training import DENSE, MASKED, SEL
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
 PARAMS = Params()
@@ -98,8 +98,8 @@ def test_each_control_removes_one_factor_of_sel95():
 
 def test_a_seed_gives_every_experiment_the_same_start_and_data_order():
     from builders import make_arrays
-    from sel.dataset import Cifar
-    from sel.experiments import make_trainer
+    from sel.data.dataset import Cifar
+    from sel.experiments.plan import make_trainer
 
     data = Cifar(*make_arrays(2, 2))
     params = parse_params({**copy.deepcopy(RAW), "model": {"width": 4, "pretrained": False},

@@ -14,12 +14,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from builders import make_arrays
-from sel import graphs
-from sel.dataset import Cifar
-from sel.device import resolve_cuda_graphs
-from sel.errors import SelError
-from sel.model import fresh_model
-from sel.training import DENSE, MASKED, SEL, Trainer
+from sel.train import graphs
+from sel.data.dataset import Cifar
+from sel.train.device import resolve_cuda_graphs
+from sel.core.errors import SelError
+from sel.train.model import fresh_model
+from sel.train.training import DENSE, MASKED, SEL, Trainer
 
 
 def trainer(device, graphed, precision="fp32", width=8, seed=0):

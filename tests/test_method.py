@@ -16,19 +16,19 @@ from PIL import Image
 from torch import nn
 
 from builders import make_arrays
-from sel.augment import MEAN, STD, Images
-from sel.calibration import calibrate_gamma
-from sel.curriculum import Pools, epoch_order, stage_gamma
-from sel.dataset import Cifar, held_out_indices
-from sel.device import memory_format
-from sel.embarrassment import class_embarrassment
-from sel.flops import flops_per_image, proxy_flops
-from sel.model import ResNet18, build_model, fresh_model, n_params
-from sel.prune import global_magnitude_mask, magnitude_threshold
-from sel.sorting import difficulty_order
-from sel.sparsity import FlatGrads
-from sel.bench import SyncCounter
-from sel.training import Trainer, unpack_sums
+from sel.data.augment import MEAN, STD, Images
+from sel.scoring.calibration import calibrate_gamma
+from sel.method.curriculum import Pools, epoch_order, stage_gamma
+from sel.data.dataset import Cifar, held_out_indices
+from sel.train.device import memory_format
+from sel.method.embarrassment import class_embarrassment
+from sel.method.flops import flops_per_image, proxy_flops
+from sel.train.model import ResNet18, build_model, fresh_model, n_params
+from sel.method.prune import global_magnitude_mask, magnitude_threshold
+from sel.scoring.sorting import difficulty_order
+from sel.method.sparsity import FlatGrads
+from sel.speed.bench import SyncCounter
+from sel.train.training import Trainer, unpack_sums
 
 CPU = torch.device("cpu")
 

@@ -1,11 +1,11 @@
-"""Names that reach a shell, a path, an MLflow key or a web page follow one rule (sel/names.py),
+"""Names that reach a shell, a path, an MLflow key or a web page follow one rule (sel/config/names.py),
 checked where they enter; dvc.yaml's commands quote what they interpolate as well."""
 
 import pytest
 
 from conftest import run, set_params
-from sel.errors import SelError
-from sel.names import check_name, check_names
+from sel.core.errors import SelError
+from sel.config.names import check_name, check_names
 
 CIFAR100 = ["aquarium_fish", "maple_tree", "sweet_pepper", "lawn_mower", "pickup_truck", "willow_tree"]
 EVIL = "x$(touch PWNED)"  # relative: a stage runs at the project root

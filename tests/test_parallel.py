@@ -1,4 +1,4 @@
-"""`python -m sel.parallel`: the training stages side by side, recorded by DVC as `dvc repro` would."""
+"""`python -m sel.scale.parallel`: the training stages side by side, recorded by DVC as `dvc repro` would."""
 
 import sys
 
@@ -15,7 +15,7 @@ def test_parallel_runs_the_pipeline_with_training_stages_overlapping(project):
     set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"]},
                          "experiments": {"baseline": {"epochs": 12}}, "sel": {"epochs_per_stage": 3}})
     git_commit(project, "two experiments")
-    out = run([sys.executable, "-m", "sel.parallel", "-j", "2"], project)
+    out = run([sys.executable, "-m", "sel.scale.parallel", "-j", "2"], project)
     assert "[parallel] done" in out.stdout, out.stdout[-2000:]
     assert "[train_sel@sel95-42]" in out.stdout  # each stage's lines, prefixed with its name
 
@@ -38,7 +38,7 @@ def test_parallel_runs_the_pipeline_with_training_stages_overlapping(project):
 
 
 def test_parallel_outside_a_dvc_project_is_one_line(tmp_path):
-    out = run([sys.executable, "-m", "sel.parallel"], tmp_path, check=False)
+    out = run([sys.executable, "-m", "sel.scale.parallel"], tmp_path, check=False)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     assert lines[0].startswith("error: dvc stage list failed:") and "not inside of a DVC repository" in lines[0]

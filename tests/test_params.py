@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from sel.errors import SelError
-from sel.params import Params, flatten, load_params, parse_params
+from sel.core.errors import SelError
+from sel.config.params import Params, flatten, load_params, parse_params
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
 

@@ -9,9 +9,9 @@ import pandas as pd
 
 from browser import drawn_charts, rendered_dom
 from builders import CLASSES
-from sel.report import long_curves, mean_curves, summarise
-from sel.results_page import charts, class_rows, stage_boundaries, write_results_page
-from sel.summary_figure import summary_figure
+from sel.report.summary import long_curves, mean_curves, summarise
+from sel.report.results_page import charts, class_rows, stage_boundaries, write_results_page
+from sel.report.summary_figure import summary_figure
 
 RUNS = {"baseline": [0] * 3, "warmup_sel": [0, 1, 1, 2]}  # each run's stage per epoch
 
@@ -67,7 +67,7 @@ def test_results_page_draws_every_chart_offline(tmp_path):
 
 def test_names_that_read_as_html_draw_like_any_other(tmp_path):
     """The page inlines its data in a <script>: `</script>` would end it there, and `<!--<script`
-    would keep the parser from ending it at all (1 chart of 14 drew). sel.names keeps such names
+    would keep the parser from ending it at all (1 chart of 14 drew). sel.config.names keeps such names
     out of a run; the page must not depend on that (an old run, a hand-written history)."""
     odd = ["<!--<script>", "</script><!--<script a"]
     classes = CLASSES[:8] + odd
@@ -127,8 +127,8 @@ def test_summary_figure_in_raster_and_vector_with_its_caption(tmp_path):
 
 def test_every_view_gives_an_experiment_the_same_colour(tmp_path):
     from conftest import ROOT
-    from sel.names import label
-    from sel.report import COLOURS, colours
+    from sel.config.names import label
+    from sel.report.summary import COLOURS, colours
 
     template = json.loads((ROOT / ".dvc" / "plots" / "experiments.json").read_text())
     scale = next(n for n in _walk(template) if n.get("field") == "experiment" and "scale" in n)["scale"]

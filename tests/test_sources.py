@@ -26,10 +26,10 @@ from torchvision.datasets import CIFAR10
 
 from builders import (CLASSES, class_folder_files, encode, make_arrays, python_layout_files,
                       write_class_folder_tar, write_class_folders, write_python_archive, write_tar)
-from sel.dataset import Cifar, subsample
-from sel.errors import SelError
-from sel import sources
-from sel.sources import OFFICIAL_MD5, OFFICIAL_NAME, read_source
+from sel.data.dataset import Cifar, subsample
+from sel.core.errors import SelError
+from sel.data import sources
+from sel.data.sources import OFFICIAL_MD5, OFFICIAL_NAME, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / "pipeline" / "download.py"

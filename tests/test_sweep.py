@@ -18,8 +18,8 @@ import yaml
 
 from conftest import ROOT, env_for_stages, mlflow_runs, run, set_params
 from servers import MlflowServer, postgres, postgres_bin
-from sel.errors import SelError
-from sel.sweep import load_grid, plan
+from sel.core.errors import SelError
+from sel.scale.sweep import load_grid, plan
 
 
 def write_grid(repo: Path, grid: dict) -> Path:
@@ -29,12 +29,12 @@ def write_grid(repo: Path, grid: dict) -> Path:
 
 
 def sweep(repo: Path, grid: Path, *args, env=None, check=True, timeout=900) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "sel.sweep", str(grid), *args], repo, check=check,
+    return run([sys.executable, "-m", "sel.scale.sweep", str(grid), *args], repo, check=check,
                env=env or env_for_stages(), timeout=timeout)
 
 
 def start_sweep(repo: Path, grid: Path, *args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sel.sweep", str(grid), *args], cwd=repo,
+    return subprocess.Popen([sys.executable, "-m", "sel.scale.sweep", str(grid), *args], cwd=repo,
                             env=env or env_for_stages(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -239,8 +239,8 @@ def test_an_empty_grid_is_one_point_and_planning_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # folders are laid out under the sweep's lock
 
 def test_a_sweeps_aggregate_run_is_reopened_or_replaced_when_its_points_changed(tmp_path, monkeypatch):
-    from sel.sweep_report import open_sweep_run
-    from sel.tracking import Tracker
+    from sel.scale.sweep_report import open_sweep_run
+    from sel.track.tracking import Tracker
 
     monkeypatch.chdir(tmp_path)
     tracker = Tracker("x-aggregate", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -263,7 +263,7 @@ def test_a_sweeps_aggregate_run_is_reopened_or_replaced_when_its_points_changed(
 RAY_LISTENERS = """
 import json, os, time
 import psutil
-from sel.sweep import _connect
+from sel.scale.sweep import _connect
 
 ray = _connect(None, 1)
 ray.get(ray.remote(lambda: os.getpid()).remote())
@@ -283,6 +283,7 @@ def loopback(ip: str) -> bool:
     return (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1 too
 
 
+@pytest.mark.slow  # starts a real Ray
 def test_a_local_sweeps_ray_listens_on_loopback_only():
     out = run([sys.executable, "-c", RAY_LISTENERS], ROOT, timeout=300)
     listeners = [tuple(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]
@@ -296,6 +297,6 @@ def test_a_local_ray_is_refused_when_ray_was_imported_too_early_to_keep_it_on_lo
     if loopback(get_node_ip_address()):
         pytest.skip("this machine has no network address for Ray to listen on")
     env = {k: v for k, v in env_for_stages().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-    out = run([sys.executable, "-c", "import ray; from sel.sweep import _connect; _connect(None, 1)"], ROOT,
+    out = run([sys.executable, "-c", "import ray; from sel.scale.sweep import _connect; _connect(None, 1)"], ROOT,
               check=False, env=env, timeout=120)
-    assert "not on loopback only: ray was imported before sel.sweep set" in out.stderr, out.stderr
+    assert "not on loopback only: ray was imported before sel.scale.sweep set" in out.stderr, out.stderr

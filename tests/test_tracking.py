@@ -12,13 +12,13 @@ import pytest
 
 from conftest import ROOT
 from servers import free_port
-from sel.errors import SelError
-from sel.tracking import Tracker
+from sel.core.errors import SelError
+from sel.track.tracking import Tracker
 
 
 def tracker_in_child(code: str, uri: str, **kw) -> subprocess.CompletedProcess:
     """Run `code` after `t = Tracker('x', uri)` in a fresh Python process."""
-    script = f"from sel.tracking import Tracker\nt = Tracker('x', {uri!r})\n{code}"
+    script = f"from sel.track.tracking import Tracker\nt = Tracker('x', {uri!r})\n{code}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=120, **kw)

@@ -1,0 +1,1 @@
+"""Typed, validated params; names; named protocols."""

@@ -1,0 +1,451 @@
+"""Typed parameters: params.yaml is read once and every key checked before any work starts.
+
+Each field carries its help text and its check, so a bad value fails with one line that names
+the key, the value and what is allowed. Names and defaults follow the original protocol.
+"""
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sel.core.errors import SelError
+from sel.config.names import check_name
+
+ORIGINALS = ("baseline", "lottery", "sel95", "warmup_sel")
+RECIPES = ("dense", "lottery", "curriculum")
+
+# A name that reaches shell commands, paths, MLflow keys and the results page (sel.config.names): the
+# annotation on experiments, train_stages, attribution and curriculum stages.
+Name = typing.NewType("Name", str)
+
+
+def _knob(default, help, check=None):
+    """A field with its help text and an optional check returning what is allowed, or None."""
+    kw = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**kw, metadata={"help": help, "check": check})
+
+
+def _at_least(lo):
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def _between(lo, hi):
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _one_of(*choices):
+    shown = " | ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+    return lambda v: None if v in choices and type(v) in {type(c) for c in choices} \
+        else f"must be one of {shown}"
+
+
+def _device(v):
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else "must be auto, cpu, cuda or cuda:N"
+
+
+def _positive_or_null(v):
+    return None if v is None or v >= 1 else "must be >= 1, or null for all"
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = _knob("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                        "URL or path (relative to the project root) of the data",
+                        lambda v: None if v.strip() else "must name a URL, an archive or a folder")
+    md5: str | None = _knob("auto", "auto, an md5 to verify against, or null (no check)",
+                            lambda v: None if v is None or v == "auto"
+                            or re.fullmatch(r"[0-9a-fA-F]{32}", v)
+                            else "must be auto, null or 32 hex digits")
+    train_per_class: int | None = _knob(None, "first k training images per class", _positive_or_null)
+    test_per_class: int | None = _knob(None, "first k test images per class", _positive_or_null)
+    held_out_per_class: int = _knob(100, "first k test images per class form the held-out subset",
+                                    _at_least(1))
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    arch: str = _knob("resnet18", "architecture", _one_of("resnet18"))
+    width: int = _knob(64, "channels of the first stage (64 = ResNet-18)", _at_least(1))
+    pretrained: bool = _knob(True, "load ImageNet weights through torchvision (width 64 only)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    device: str = _knob("auto", "auto | cpu | cuda | cuda:N", _device)
+    batch_size: int = _knob(64, "training batch size", _at_least(1))
+    lr: float = _knob(1e-3, "Adam learning rate", lambda v: None if v > 0 else "must be > 0")
+    precision: str = _knob("auto", "auto | fp32 | bf16 (autocast)", _one_of("auto", "fp32", "bf16"))
+    compile: str | bool = _knob("auto", "torch.compile: auto | true | false",
+                                _one_of("auto", True, False))
+    cuda_graphs: str | bool = _knob("auto", "capture the training step as a CUDA graph: auto (on "
+                                    "for CUDA) | true | false", _one_of("auto", True, False))
+    eval_batch_size: int = _knob(1000, "evaluation batch size", _at_least(1))
+    ec_temperature: float = _knob(1.5, "T of the E/C the dense runs (baseline, lottery) record; "
+                                  "the SEL runs record theirs at sel.temperature",
+                                  lambda v: None if v > 0 else "must be > 0")
+
+
+@dataclass(frozen=True)
+class SortParams:
+    scorer_epochs: int = _knob(0, "dense epochs for the scorer before scoring (0 = fresh model)",
+                               _at_least(0))
+
+
+@dataclass(frozen=True)
+class CalibrateParams:
+    percentile: float = _knob(40.0, "percentile of |grad| that becomes gamma", lambda v: None if 0 <= v < 100
+                              else "must be at least 0 and below 100 (100 would zero every gradient)")
+    batch_size: int = _knob(128, "images in the calibration batch", _at_least(1))
+    mode: str = _knob("eval", "eval (the original: BatchNorm running stats) | train",
+                      _one_of("eval", "train"))
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: Name = _knob("stage", "stage name")
+    start: float = _knob(0.0, "start fraction of each class's sorted pool", _between(0, 1))
+    end: float = _knob(1.0, "end fraction of each class's sorted pool", _between(0, 1))
+
+
+def _default_stages():
+    return tuple(Stage(n, s, e) for n, s, e in [
+        ("easy", 0.00, 0.25), ("medium", 0.20, 0.50), ("hard", 0.40, 0.65),
+        ("harder", 0.60, 0.82), ("hardest", 0.78, 1.00)])
+
+
+@dataclass(frozen=True)
+class SelParams:
+    temperature: float = _knob(1.5, "T in E_c = CE(logits / T)", lambda v: None if v > 0 else "must be > 0")
+    lr_loss_scale: float = _knob(2.0, "lr * (1 + lr_loss_scale * loss)", _at_least(0))
+    gamma_decay: float = _knob(0.3, "gamma * (1 - gamma_decay * s / n_stages)", _between(0, 1))
+    samples_per_class: int = _knob(2000, "at most this many images per class per stage", _at_least(1))
+    epochs_per_stage: int = _knob(10, "epochs of each stage", _at_least(0))
+    stages: tuple[Stage, ...] = _knob(_default_stages, "curriculum windows, easy to hard")
+    gamma_mode: str = _knob("calibrated", "calibrated (gamma.json, decayed by stage) | target (gamma "
+                            "follows the gradients to hold sel.target_sparsity)",
+                            _one_of("calibrated", "target"))
+    target_sparsity: float = _knob(0.95, "fraction of gradient entries zeroed in target mode",
+                                   lambda v: None if 0 < v < 1 else "must be in (0, 1)")
+
+
+# The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
+RECIPE_KEYS = {
+    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode"},
+    "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
+    "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode"},
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One training recipe and its knobs. The original's four experiments are `dense`
+    (baseline), `lottery` and `curriculum` (sel95, warmup_sel); a control or a user's variant
+    is the same recipe with a knob turned (README, "Experiments and controls")."""
+
+    recipe: str = _knob("dense", "dense | lottery | curriculum (the SEL stages)", _one_of(*RECIPES))
+    epochs: int = _knob(30, "dense: epochs on every image; lottery: masked epochs after the rewind",
+                        _at_least(0))
+    pretrain_epochs: int = _knob(15, "lottery: dense epochs before the prune", _at_least(0))
+    prune_fraction: float = _knob(0.8, "lottery: fraction of all parameters pruned by magnitude",
+                                  lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    warmup_epochs: int = _knob(0, "curriculum: dense epochs on the easiest images first", _at_least(0))
+    warmup_per_class: int = _knob(1000, "curriculum: easiest images per class in the warm-up", _at_least(1))
+    order: str = _knob("difficulty", "curriculum: pools sorted by difficulty, or in a seeded random order",
+                       _one_of("difficulty", "random"))
+    mask: bool | None = _knob(None, "SEL's gradient mask |g| > gamma (null: on for curriculum, off for dense)")
+    loss_scaled_lr: bool | None = _knob(None, "lr * (1 + sel.lr_loss_scale * loss) (null: as mask's default)")
+    gamma_mode: str | None = _knob(None, "calibrated | target (null: sel.gamma_mode)",
+                                   _one_of("calibrated", "target"))
+
+    @property
+    def masked(self) -> bool:
+        return self.mask if self.mask is not None else self.recipe == "curriculum"
+
+    @property
+    def scaled_lr(self) -> bool:
+        return self.loss_scaled_lr if self.loss_scaled_lr is not None else self.recipe == "curriculum"
+
+    @property
+    def reads_sel(self) -> bool:
+        """Whether it reads `sel.*` (and the pools and gamma): the original's dense runs do not."""
+        return self.recipe == "curriculum" or self.masked or self.scaled_lr
+
+
+def _experiment(**kw) -> dict:
+    return {"recipe": "curriculum", **kw}
+
+
+# The original's four experiments, then the controls that take SEL apart one factor at a time.
+DEFAULT_EXPERIMENTS = {
+    "baseline": {"recipe": "dense", "epochs": 30},
+    "lottery": {"recipe": "lottery", "pretrain_epochs": 15, "prune_fraction": 0.8, "epochs": 30},
+    "sel95": _experiment(),
+    "warmup_sel": _experiment(warmup_epochs=5, warmup_per_class=1000),
+    "sel_dense_grads": _experiment(mask=False),
+    "sel_random_order": _experiment(order="random"),
+    "sel_constant_lr": _experiment(loss_scaled_lr=False),
+    "random_subsets": _experiment(order="random", mask=False, loss_scaled_lr=False),
+    "baseline_masked": {"recipe": "dense", "epochs": 30, "mask": True},
+    "sel95_target": _experiment(gamma_mode="target"),
+}
+
+DEFAULT_ATTRIBUTION = {
+    "sel95_vs_baseline": ("sel95", "baseline"),
+    "fewer_images": ("random_subsets", "baseline"),
+    "curriculum_order": ("sel95", "sel_random_order"),
+    "loss_scaled_lr": ("sel95", "sel_constant_lr"),
+    "gradient_mask": ("sel95", "sel_dense_grads"),
+    "mask_on_baseline": ("baseline_masked", "baseline"),
+}
+
+
+@dataclass(frozen=True)
+class TrainStagesParams:
+    """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
+    `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains."""
+
+    dense: tuple[Name, ...] = _knob(lambda: ("baseline", "lottery"),
+                                    "experiments trained by stage train_dense")
+    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in ("baseline", "lottery")),
+                                  "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
+
+    def names(self) -> tuple[str, ...]:
+        return self.dense + self.sel
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = _knob("sel-benchmark", "MLflow experiment that holds the runs",
+                            lambda v: None if v.strip() else "must not be empty")
+
+
+@dataclass(frozen=True)
+class Params:
+    seeds: tuple[int, ...] = _knob(lambda: (42,), "every experiment runs once per seed (each stage seeds "
+                                   "torch, numpy and random from its seed)",
+                                   lambda v: None if min(v) >= 0 and len(set(v)) == len(v)
+                                   else "must be distinct integers >= 0")
+    data: DataParams = _knob(DataParams, "data source and sample sizes")
+    model: ModelParams = _knob(ModelParams, "the network")
+    train: TrainParams = _knob(TrainParams, "shared by every training run")
+    sort: SortParams = _knob(SortParams, "difficulty sorting")
+    calibrate: CalibrateParams = _knob(CalibrateParams, "gamma calibration")
+    sel: SelParams = _knob(SelParams, "the SEL method")
+    experiments: dict[Name, Experiment] = _knob(lambda: {n: _experiment_from(n, raw, f"experiments.{n}")
+                                                         for n, raw in DEFAULT_EXPERIMENTS.items()},
+                                                "experiments and controls, by name")
+    train_stages: TrainStagesParams = _knob(TrainStagesParams, "which experiments run, in which stage")
+    attribution: dict[Name, tuple[Name, ...]] = _knob(lambda: dict(DEFAULT_ATTRIBUTION),
+                                                      "factor: [experiment with it, experiment without it]")
+    mlflow: MlflowParams = _knob(MlflowParams, "run tracking")
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               list: "a list", type(None): "null"}
+
+
+def _fail(key, value, problem):
+    raise SelError(f"params: {key} = {value!r}: {problem}")
+
+
+def _coerce(value, tp, key):
+    """Check `value` against the annotation `tp`; return it converted (ints to floats, lists to tuples)."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is not type(None) and _matches(value, option):
+                return _coerce(value, option, key)
+        _fail(key, value, f"must be {' or '.join(_TYPE_NAMES[o] for o in options)}")
+    if tp is Name:
+        if not isinstance(value, str):
+            _fail(key, value, "must be a string")
+        return check_name(f"params: {key}", value)
+    if tp == dict[Name, Experiment]:
+        if not isinstance(value, dict) or not value:
+            _fail(key, value, "must be a non-empty mapping of name: experiment")
+        return {n: _experiment_from(n, v, f"{key}.{n}") for n, v in _keys(value, tp, key).items()}
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            _fail(key, value, "must be a mapping")
+        item = typing.get_args(tp)[1]
+        return {n: _coerce(v, item, f"{key}.{n}") for n, v in _keys(value, tp, key).items()}
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        if not isinstance(value, list) or not value:
+            _fail(key, value, "must be a non-empty list")
+        return tuple(_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value))
+    if not _matches(value, tp):
+        _fail(key, value, f"must be {_TYPE_NAMES[tp]}")
+    return _finite(value, key) if tp is float else value
+
+
+def _keys(mapping: dict, tp, key: str) -> dict:
+    """`mapping` with its keys as strings, each checked as the annotation's key type (a Name)."""
+    return {_coerce(str(n), typing.get_args(tp)[0], key): v for n, v in mapping.items()}
+
+
+def _finite(value, key: str) -> float:
+    """A number knob as a float. No knob means inf or nan (YAML's `.inf`, `1.0e999`), and both
+    would pass a `> 0` check only to turn the loss NaN in training."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        _fail(key, value, "must be a finite number")
+    return number
+
+
+def _matches(value, tp):
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _build(cls, raw, prefix):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        _fail(prefix, raw, "must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key == "seed" and not prefix:
+            raise SelError("params: unknown key 'seed': it is now `seeds`, a list (seeds: [42], "
+                           "or -S 'seeds=[42,43,44]')")
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else key
+            raise SelError(f"params: unknown key {where!r} (known: {', '.join(known) or 'none'})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name not in raw:
+            continue
+        value = _coerce(raw[f.name], hints[f.name], key)
+        check = f.metadata.get("check")
+        problem = check(value) if check and value is not None else None
+        if problem:
+            _fail(key, raw[f.name], problem)
+        values[f.name] = value
+    return cls(**values)
+
+
+def _experiment_from(name: str, raw, key: str) -> Experiment:
+    """An experiment from its params entry; the original's four names bring their own recipe
+    and knobs, so that `sel95: {}` is the original's SEL-95. A key its recipe does not read is
+    refused."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        _fail(key, raw, "must be a mapping")
+    if name not in ORIGINALS and "recipe" not in raw:
+        _fail(f"{key}.recipe", None, f"a new experiment names its recipe: one of {' | '.join(RECIPES)}")
+    merged = {**(DEFAULT_EXPERIMENTS[name] if name in ORIGINALS else {}), **raw}
+    experiment = _build(Experiment, merged, key)
+    unused = sorted(set(raw) - RECIPE_KEYS[experiment.recipe] - {"recipe"})
+    if unused:
+        _fail(f"{key}.{unused[0]}", raw[unused[0]], f"not read by recipe {experiment.recipe} "
+              f"(it reads {', '.join(sorted(RECIPE_KEYS[experiment.recipe]))})")
+    return experiment
+
+
+def _check_together(p: Params):
+    """Rules that tie several keys together."""
+    if p.model.pretrained and p.model.width != 64:
+        _fail("model.pretrained", True, "ImageNet weights exist only for model.width = 64; "
+              "set model.pretrained=false for other widths")
+    if p.data.test_per_class is not None and p.data.held_out_per_class > p.data.test_per_class:
+        _fail("data.held_out_per_class", p.data.held_out_per_class,
+              f"must be <= data.test_per_class ({p.data.test_per_class})")
+    names = set()
+    for i, stage in enumerate(p.sel.stages):
+        if stage.start >= stage.end:
+            _fail(f"sel.stages.{i}", dataclasses.asdict(stage), "start must be below end")
+        if stage.name in names:
+            _fail(f"sel.stages.{i}.name", stage.name, "stage names must be unique")
+        names.add(stage.name)
+    seen = set()
+    for group in ("dense", "sel"):
+        for i, name in enumerate(getattr(p.train_stages, group)):
+            key = f"train_stages.{group}.{i}"
+            if name not in p.experiments:
+                _fail(key, name, f"no such experiment (experiments: {', '.join(p.experiments)})")
+            if name in seen:
+                _fail(key, name, "listed twice")
+            seen.add(name)
+            if group == "dense" and p.experiments[name].reads_sel:
+                _fail(key, name, "it reads sel.* (curriculum, mask or loss-scaled lr): list it under "
+                      "train_stages.sel, whose stage depends on them")
+    for factor, pair in p.attribution.items():
+        if len(pair) != 2:
+            _fail(f"attribution.{factor}", list(pair), "must be [experiment with it, experiment without it]")
+        for name in pair:
+            if name not in p.experiments:
+                _fail(f"attribution.{factor}", list(pair), f"{name!r} is not an experiment")
+
+
+def parse_params(raw: dict) -> Params:
+    """Validated Params from the parsed params.yaml mapping; raises SelError naming the bad key."""
+    if raw is not None and not isinstance(raw, dict):  # None: an empty file, all defaults
+        kind = _TYPE_NAMES.get(type(raw), type(raw).__name__)
+        raise SelError(f"params.yaml: must be a mapping of sections (seeds, data, model, ...), got {kind}")
+    params = _build(Params, raw, "")
+    _check_together(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SelError(f"cannot read {path}: {e}") from None
+    return parse_params(raw)
+
+
+def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
+    """The params keys (or sections) each stage reads, as dvc.yaml lists them: a stage re-runs
+    only when one of these changes. Its seed and experiment come on its command line (DVC's
+    matrix), not from params, so adding a seed re-runs nothing that ran. train_dense reads
+    nothing of `sel`: the E/C it records use `train.ec_temperature`. `experiment`: the one a
+    training stage trains (default: dvc.yaml's matrix placeholder)."""
+    experiment = ["data.held_out_per_class", "model", "train", f"experiments.{experiment}", "mlflow"]
+    keys = {
+        "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class"],
+        "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],
+        "calibrate": ["model", "train.device", "calibrate"],
+        "train_dense": experiment,
+        "train_sel": experiment + ["sel"],
+        "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",
+                      "attribution", "mlflow"],
+    }
+    if stage not in keys:
+        raise ValueError(f"unknown stage {stage!r}")
+    return keys[stage]
+
+
+def flatten(obj, prefix="") -> dict:
+    """Params as dotted keys (`sel.stages.0.start`), as MLflow and DVC name them."""
+    if dataclasses.is_dataclass(obj):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return {prefix: obj}
+    out = {}
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out

@@ -1,0 +1,1 @@
+"""Errors, paths and atomic writes, the stage entry."""

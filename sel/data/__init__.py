@@ -1,0 +1,1 @@
+"""Data sources -> the canonical arrays; augmentation on the device."""

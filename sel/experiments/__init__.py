@@ -1,0 +1,1 @@
+"""Recipes -> phases, the runner that records epochs, the training stage."""

@@ -1,0 +1,269 @@
+"""Experiments as phases of the one training loop, and the runner that records them.
+
+Every experiment is one of three recipes (`sel.config.params.Experiment`), and `plan` turns it into
+phases, each carrying its own update rule, gamma, learning-rate rule and prune:
+
+dense       epochs on every training image (baseline; with `mask`, SEL's mask on that schedule)
+lottery     dense pre-training (not recorded, as the original), global magnitude prune, rewind,
+            masked retraining
+curriculum  an optional dense warm-up on the easiest images of each class (E = C = 0), then the
+            SEL stages (sel95, warmup_sel; with a knob turned, the controls)
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sel.method.curriculum import Pools, stage_gamma
+from sel.data.dataset import Cifar, held_out_indices
+from sel.train.device import resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
+from sel.core.errors import SelError
+from sel.method.flops import flops_per_image, proxy_flops
+from sel.train.model import fresh_model, n_params
+from sel.config.params import Experiment, Params
+from sel.train.training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
+
+
+@dataclass
+class Phase:
+    """Epochs that share one training set, one update rule and one learning-rate rule."""
+
+    name: str
+    epochs: int
+    indices: np.ndarray
+    stage: int  # 0 for dense epochs (baseline, lottery, warm-up), 1..n for the SEL stages
+    update: str = DENSE
+    gamma: float | None = None  # sel: the fixed threshold (calibrated mode)
+    target_sparsity: float | None = None  # sel: gamma follows the gradients (target mode)
+    lr_loss_scale: float = 0.0  # lr * (1 + lr_loss_scale * batch loss)
+    prune_fraction: float | None = None  # masked: prune and rewind before its first epoch
+    recorded: bool = True  # lottery pre-training is in neither the history, the FLOPs nor the time
+    measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
+
+
+def needs_pools(spec: Experiment) -> bool:
+    """The difficulty order from `sort`: only curriculum runs in difficulty order read it."""
+    return spec.recipe == "curriculum" and spec.order == "difficulty"
+
+
+def gamma_mode(spec: Experiment, params: Params) -> str:
+    return spec.gamma_mode or params.sel.gamma_mode
+
+
+def needs_gamma(spec: Experiment, params: Params) -> bool:
+    """The calibrated gamma: read by masked runs in calibrated mode."""
+    return spec.masked and gamma_mode(spec, params) == "calibrated"
+
+
+def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int) -> Trainer:
+    """The freshly built model (seeded: the same initial weights in every experiment of a seed)
+    and its data on the device named by `train.device`. Runs that read `sel` measure E/C at the
+    method's temperature, the others at `train.ec_temperature` (they read nothing of `sel`)."""
+    device = resolve_device(params.train.device)
+    precision = resolve_precision(params.train.precision, device)
+    compiled = resolve_compile(params.train.compile, device)
+    model = fresh_model(seed, params.model.width, params.model.pretrained, len(data.classes))
+    held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
+    temperature = params.sel.temperature if spec.reads_sel else params.train.ec_temperature
+    return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
+                   batch_size=params.train.batch_size, eval_batch_size=params.train.eval_batch_size,
+                   seed=seed, use_compile=compiled, temperature=temperature,
+                   cuda_graphs=resolve_cuda_graphs(params.train.cuda_graphs, device, compiled))
+
+
+def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | None, batch_size: int) -> None:
+    """What the data and params must allow, checked before any training; a phase of one batch
+    (one optimizer step per epoch) is allowed but said."""
+    if spec.recipe == "curriculum" and spec.warmup_epochs:
+        k = spec.warmup_per_class
+        if k > pools.counts.min():
+            raise SelError(f"params: experiments.{name}.warmup_per_class = {k} is larger than "
+                           f"the data ({pools.counts.min()} training images in the smallest class)")
+    for phase in phases:
+        if phase.epochs and len(phase.indices) == 0:
+            raise SelError(f"{name}: {phase.name} has no training images (too few images per class "
+                           f"for its window; raise data.train_per_class or widen sel.stages)")
+        if phase.epochs and 0 < len(phase.indices) <= batch_size:
+            print(f"warning: {name}: {phase.name} has {len(phase.indices)} training images, no more than "
+                  f"train.batch_size = {batch_size}: one optimizer step per epoch", file=sys.stderr)
+    if not any(phase.epochs and phase.recorded for phase in phases):
+        raise SelError(f"{name}: no epoch to record; give it epochs "
+                       f"(experiments.{name}.*, or sel.epochs_per_stage)")
+
+
+def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = None,
+         gamma: float | None = None) -> list[Phase]:
+    """The phases of an experiment: the one reader of `experiments.*` and `sel.*` for training.
+    `pools`: the curriculum's per-class order (difficulty or random); `gamma`: the calibrated one."""
+    sel, everything = params.sel, np.arange(n_train)
+    lr_loss_scale = sel.lr_loss_scale if spec.scaled_lr else 0.0
+
+    def update(stage_index: int) -> dict:
+        if not spec.masked:
+            return {"update": DENSE}
+        if gamma_mode(spec, params) == "target":
+            return {"update": SEL, "target_sparsity": sel.target_sparsity}
+        return {"update": SEL, "gamma": stage_gamma(gamma, stage_index, len(sel.stages), sel.gamma_decay)}
+
+    if spec.recipe == "dense":
+        return [Phase("dense", spec.epochs, everything, 0, lr_loss_scale=lr_loss_scale, **update(0))]
+    if spec.recipe == "lottery":
+        return [Phase("pretrain", spec.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
+                Phase("retrain", spec.epochs, everything, 0, MASKED, prune_fraction=spec.prune_fraction)]
+    warmup = [Phase("warmup", spec.warmup_epochs, pools.easiest(spec.warmup_per_class), 0,
+                    measure_ec=False)] if spec.warmup_epochs else []
+    return warmup + [Phase(stage.name, sel.epochs_per_stage,
+                           pools.window(stage.start, stage.end, sel.samples_per_class), s + 1,
+                           lr_loss_scale=lr_loss_scale, **update(s))
+                     for s, stage in enumerate(sel.stages)]
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class ExperimentRun:
+    """Drives a Trainer through an experiment's phases one epoch at a time and keeps its record:
+    one history row per recorded epoch, cumulative FLOPs and time. `done` counts finished epochs
+    (recorded or not), so a run restored from a checkpoint goes on where it stopped."""
+
+    def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str], out=sys.stderr):
+        self.name, self.trainer, self.phases, self.classes, self.out = name, trainer, phases, classes, out
+        self.schedule = [(phase, k) for phase in phases for k in range(phase.epochs)]
+        self.n_params = n_params(trainer.model)
+        self.train_flops, self.eval_flops = flops_per_image(trainer.model)
+        self.rows: list[dict] = []
+        self.done = 0
+        self.totals = {"flops_proxy": 0.0, "flops_executed": 0.0, "flops_eval": 0.0, "time_s": 0.0,
+                       "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0, "wall_s": 0.0}
+        self._indices = {}
+
+    def remaining(self) -> int:
+        return len(self.schedule) - self.done
+
+    def run(self, on_epoch=None) -> None:
+        """Train every remaining epoch; `on_epoch(run, row)` after each (row None if unrecorded)."""
+        while self.remaining():
+            row = self.step()
+            if on_epoch:
+                on_epoch(self, row)
+
+    def step(self) -> dict | None:
+        """Train and (if recorded) evaluate the next epoch; returns its history row."""
+        phase, k = self.schedule[self.done]
+        trainer = self.trainer
+        started = time.perf_counter()
+        if phase.update == MASKED and trainer.mask is None:
+            trainer.prune_and_rewind(phase.prune_fraction)
+            started = time.perf_counter()  # the original starts its clock after the rewind
+        sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec,
+                                   phase.lr_loss_scale, phase.target_sparsity)
+        values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
+        values = values.tolist()  # the epoch's one read back to the host
+        seconds = time.perf_counter() - started
+        train = unpack_sums(values[:len(sums)], len(self.classes))
+        if train["bad_step"] >= 0:
+            raise SelError(f"{self.name}: the loss became NaN or infinite at epoch {self.done + 1} "
+                           f"({phase.name} {k + 1}/{phase.epochs}), step {train['bad_step'] + 1}; "
+                           f"lower train.lr or check the data")
+        self.done += 1
+        self.totals["wall_s"] += seconds
+        images = len(phase.indices)
+        if not phase.recorded:
+            self.totals["pretrain_time_s"] += seconds
+            self.totals["pretrain_flops_executed"] += self.train_flops * images
+            self._report(phase, k, None, seconds)
+            return None
+        row = self._row(phase, train, unpack_evaluation(values[len(sums):]), images, seconds)
+        self.rows.append(row)
+        self._report(phase, k, row, seconds)
+        return row
+
+    def _device_indices(self, phase: Phase) -> torch.Tensor:
+        if id(phase) not in self._indices:
+            self._indices[id(phase)] = torch.as_tensor(phase.indices, device=self.trainer.device)
+        return self._indices[id(phase)]
+
+    def _row(self, phase: Phase, train: dict, ev: dict, images: int, seconds: float) -> dict:
+        steps = math.ceil(images / self.trainer.batch_size)
+        sparsity = train["sparsity"] / steps
+        t = self.totals
+        t["flops_proxy"] += proxy_flops(self.n_params, sparsity, images)
+        t["flops_executed"] += self.train_flops * images
+        t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
+        t["time_s"] += seconds
+        row = {"epoch": len(self.rows) + 1, "schedule/stage": phase.stage,
+               "acc/train_acc": train["correct"] / images, "loss/train_loss": train["loss"] / images,
+               "acc/test_full": ev["test_full"], "acc/test_100": ev["test_100"],
+               "compute/flops_proxy_T": t["flops_proxy"] / 1e12,
+               "compute/flops_executed_T": t["flops_executed"] / 1e12,
+               "compute/flops_eval_T": t["flops_eval"] / 1e12, "compute/time_s": t["time_s"],
+               "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / steps,
+               "sparsity/gamma": train["gamma"] / steps}
+        row.update({f"class_acc/{name}": a for name, a in zip(self.classes, ev["per_class"])})
+        row.update({f"E/{name}": v / steps for name, v in zip(self.classes, train["E"])})
+        row.update({f"C/{name}": v / steps for name, v in zip(self.classes, train["C"])})
+        return row
+
+    def _report(self, phase: Phase, k: int, row: dict | None, seconds: float) -> None:
+        """One progress line: epoch, accuracy, elapsed and the time left, estimated per image."""
+        if self.out is None:
+            return
+        done_images = sum(len(p.indices) for p, _ in self.schedule[:self.done])
+        left_images = sum(len(p.indices) for p, _ in self.schedule[self.done:])
+        eta = self.totals["wall_s"] / max(done_images, 1) * left_images
+        if row is None:
+            what = "(pre-training, not recorded)"
+        else:
+            what = (f"test {row['acc/test_full']:.1%} held-out {row['acc/test_100']:.1%} "
+                    f"train {row['acc/train_acc']:.1%}")
+            if phase.update != DENSE:
+                what += f" sparsity {row['sparsity/sparsity']:.1%}"
+        print(f"[{self.name}] epoch {self.done}/{len(self.schedule)} {phase.name} {k + 1}/{phase.epochs}: "
+              f"{what} | {seconds:.1f}s, elapsed {_clock(self.totals['wall_s'])}, left ~{_clock(eta)}",
+              file=self.out, flush=True)
+
+    def state_dict(self) -> dict:
+        """The run's progress and the trainer's state, for a checkpoint."""
+        return {"done": self.done, "rows": self.rows, "totals": self.totals, "trainer": self.trainer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The trainer's first: a state it refuses leaves the run as it was."""
+        self.trainer.load_state_dict(state["trainer"])
+        self.done, self.rows, self.totals = state["done"], state["rows"], state["totals"]
+
+    def phase_of(self, row: dict) -> Phase:
+        """The phase a history row's epoch ran in."""
+        return [phase for phase, _ in self.schedule if phase.recorded][row["epoch"] - 1]
+
+    def summary(self) -> dict:
+        """The run's final figures (the last recorded epoch) and totals."""
+        last = self.rows[-1] if self.rows else {}
+        # sparsity and changed weights over the masked epochs (a warm-up's dense epochs would
+        # dilute them), over every epoch when none is masked
+        updates = [self.phase_of(row).update for row in self.rows]
+        masked = [r for r, u in zip(self.rows, updates) if u != DENSE] or self.rows
+        return {
+            "experiment": self.name,
+            "epochs": len(self.rows),
+            "acc/test_full": last.get("acc/test_full"),
+            "acc/test_100": last.get("acc/test_100"),
+            "acc/train_acc": last.get("acc/train_acc"),
+            "compute/flops_proxy_T": self.totals["flops_proxy"] / 1e12,
+            "compute/flops_executed_T": self.totals["flops_executed"] / 1e12,
+            "compute/flops_eval_T": self.totals["flops_eval"] / 1e12,
+            "compute/time_s": self.totals["time_s"],
+            "sparsity/sparsity": float(np.mean([r["sparsity/sparsity"] for r in masked])) if masked else 0.0,
+            "sparsity/params_changed": (float(np.mean([r["sparsity/params_changed"] for r in masked]))
+                                        if masked else 0.0),
+            "masked_epochs": sum(u != DENSE for u in updates),
+            "pretrain_time_s": self.totals["pretrain_time_s"],
+            "pretrain_flops_executed_T": self.totals["pretrain_flops_executed"] / 1e12,
+            "n_params": self.n_params,
+            "train_gflop_per_image": self.train_flops / 1e9,
+        }

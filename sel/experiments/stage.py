@@ -1,0 +1,154 @@
+"""The training stage, one experiment at one seed: its plan, its checkpoint (resume after a kill
+into the same MLflow run), its MLflow run, and its outputs (model, history, summary), written
+all or none. `pipeline/train.py` (DVC) and the sweep's trials call `train_experiment`.
+
+Imports that only the end of a run needs (pandas, matplotlib) are made there, so that a stage
+starts training without paying for them first.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sel.train.checkpoint import Checkpoint
+from sel.method.curriculum import Pools
+from sel.data.dataset import Cifar
+from sel.core.errors import SelError
+from sel.experiments.plan import (ExperimentRun, Phase, check_plan, gamma_mode, make_trainer, needs_gamma,
+                          needs_pools, plan)
+from sel.core.files import json_text, run_outputs, seed_data, staged_outputs
+from sel.config.names import label
+from sel.config.params import Experiment, Params, flatten
+from sel.track.tracking import Tracker, run_tags
+from sel.train.training import DENSE
+
+
+def metrics(run: ExperimentRun, row: dict) -> dict:
+    """A history row as MLflow metrics (its columns are already `section/name`, which MLflow's
+    chart view groups by); an epoch that measured no E/C (a warm-up's) logs none, rather than
+    the zeros its history row holds as the original's did."""
+    skip = ("epoch",) if run.phase_of(row).measure_ec else ("epoch", "E/", "C/")
+    return {k: v for k, v in row.items() if not k.startswith(skip)}
+
+
+def experiment_for(params: Params, group: str, name: str) -> Experiment:
+    """The experiment's params, if the stage that runs it depends on everything it reads."""
+    if name not in params.experiments:
+        raise SelError(f"unknown experiment {name!r} (experiments: {', '.join(params.experiments)})")
+    if name not in getattr(params.train_stages, group):
+        raise SelError(f"train_stages.{group} does not list {name!r}; run it from its own stage")
+    return params.experiments[name]
+
+
+def logged_params(params: Params, name: str, spec: Experiment, seed: int, phases: list[Phase]) -> dict:
+    """What this run reads, and under the same keys in every run: its recipe resolved (`exp.*`)
+    and its epochs (recorded, unrecorded pre-training, masked), whatever params set them."""
+    sections = ["data", "model", "train"] + (["sel", "sort", "calibrate"] if spec.reads_sel else [])
+    logged = {k: v for k, v in flatten(params).items() if k.split(".")[0] in sections}
+    logged.update({f"exp.{k}": v for k, v in flatten(spec).items()})
+    logged.update({"experiment": name, "seed": seed, "epochs": sum(p.epochs for p in phases if p.recorded),
+                   "pretrain_epochs": sum(p.epochs for p in phases if not p.recorded),
+                   "masked_epochs": sum(p.epochs for p in phases if p.recorded and p.update != DENSE),
+                   "exp.mask": spec.masked,
+                   "exp.loss_scaled_lr": spec.scaled_lr,
+                   "exp.gamma_mode": gamma_mode(spec, params) if spec.masked else None})
+    return logged
+
+
+def open_run(tracker: Tracker, run: ExperimentRun, checkpoint: Checkpoint, name: str, params: dict,
+             tags: dict) -> bool:
+    """Start this training's MLflow run, or, from a checkpoint, go on with the run it names:
+    restore the training state and log the epochs that finished before the kill but not yet
+    reached the store, so that every epoch is there exactly once. A checkpoint not to resume
+    from (another's, or one that does not load) is set aside and the run it names left alone;
+    a run of this training whose process died is ended by `tracker.start`. True if resumed."""
+    state = checkpoint.resume(run)
+    held = None if state is None else tracker.resume(state["mlflow_run_id"], tags)
+    if held is None:
+        tracker.start(name, params, tags)
+    for row in run.rows:
+        if held is None or row["epoch"] not in held:
+            tracker.log_metrics(metrics(run, row), step=row["epoch"])
+    return state is not None
+
+
+def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
+                  tracker: Tracker) -> None:
+    """The declared outs, all or none, then the run's artifacts."""
+    import pandas as pd
+
+    from sel.track.figures import run_figure
+
+    history = pd.DataFrame(run.rows)
+    with staged_outputs(*outputs) as (pt, hist, summ):
+        torch.save(run.trainer.model.state_dict(), pt)
+        history.to_csv(hist, index=False)
+        summ.write_text(json_text(summary))
+    with tempfile.TemporaryDirectory() as tmp:
+        figure = Path(tmp) / f"{run.name}.png"
+        run_figure(history, title, figure)
+        tracker.log_artifacts(outputs[1], outputs[2], figure)
+
+
+def prepared_inputs(params: Params, spec: Experiment, data: Cifar, seed: int):
+    """(the input files the run depends on, its pools, its gamma): the pools of `sort` and the
+    gamma of `calibrate` where the experiment reads them, a seeded random order for a
+    curriculum that does not."""
+    inputs, pools, gamma = [Path("data/cifar10.npz"), Path("data/cifar10.json")], None, None
+    if needs_pools(spec):
+        inputs.append(seed_data(seed) / "pools.npz")
+        pools = Pools.load(inputs[-1])
+    elif spec.recipe == "curriculum":
+        pools = Pools.shuffled(data.y_train, len(data.classes), seed)
+    if needs_gamma(spec, params):
+        inputs.append(seed_data(seed) / "gamma.json")
+        gamma = json.loads(inputs[-1].read_text())["gamma"]
+    return inputs, pools, gamma
+
+
+def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
+    """Train experiment `name` of stage group `group` (dense | sel) at `seed` from the prepared
+    data under data/, resuming from its checkpoint if one is there; returns its summary."""
+    spec = experiment_for(params, group, name)
+    tracker = Tracker(params.mlflow.experiment)  # reach the store before any work
+    data = Cifar.load("data/cifar10.npz")
+    provenance = json.loads(Path("data/cifar10.json").read_text())
+    inputs, pools, gamma = prepared_inputs(params, spec, data, seed)
+    phases = plan(spec, params, len(data.y_train), pools, gamma)
+    check_plan(name, spec, phases, pools, params.train.batch_size)
+    trainer = make_trainer(params, data, spec, seed)
+    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes)
+    logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
+    if gamma is not None:
+        logged["gamma"] = gamma
+    resolved = {"device": str(trainer.device), "precision": trainer.precision,
+                "cuda_graphs": trainer.graphs is not None, "torch": torch.__version__}
+    checkpoint = Checkpoint(f"{name}-seed{seed}", {**logged, **resolved}, inputs)
+    tags = {**run_tags(name, provenance, str(trainer.device), trainer.precision), "seed": seed}
+
+    def save_checkpoint():
+        checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
+
+    def after_epoch(run, row):
+        save_checkpoint()
+        if row:
+            tracker.log_metrics(metrics(run, row), step=row["epoch"])
+
+    with tracker.recording():
+        resumed = open_run(tracker, run, checkpoint, f"{name}@{seed}", logged, tags)
+        save_checkpoint()  # from here on a kill, even in the first epoch, resumes into this run
+        if resumed:
+            print(f"[{run.name}] resuming after epoch {run.done}/{len(run.schedule)} from "
+                  f"{checkpoint.path}", file=sys.stderr)
+        run.run(on_epoch=after_epoch)
+        summary = {**run.summary(), "experiment": name, "seed": seed, "recipe": spec.recipe,
+                   "gamma": gamma, **resolved,
+                   "data_variant": provenance["variant"], "model_width": params.model.width,
+                   "pretrained": params.model.pretrained, "mlflow_run_id": tracker.run_id}
+        write_outputs(run_outputs(name, seed), run, summary,
+                      f"{label(name)}, seed {seed} ({provenance['variant']})", tracker)
+    checkpoint.remove()
+    return summary

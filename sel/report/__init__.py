@@ -1,0 +1,1 @@
+"""Statistics over seeds, summary tables, the figure and the results page."""

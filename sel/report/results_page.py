@@ -1,0 +1,308 @@
+"""The results page: one self-contained HTML file (Vega-Lite charts, the vendored scripts and
+the data inlined) that opens offline by a double click, with the original page's panels plus
+executed FLOPs, E/C per class, stage boundaries, seed bands and values on hover."""
+
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from sel.config.names import label
+from sel.report.summary import colours, ec_measured
+
+VENDOR = Path(__file__).parents[1] / "vendor"
+SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
+SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"  # an identifier; nothing is fetched
+
+# (column, chart title, y axis title, d3 format of its values) of every per-epoch panel
+LINES = [("acc/test_full", "Full test accuracy", "accuracy", ".1%"),
+         ("acc/test_100", "Held-out accuracy (100 images per class)", "accuracy", ".1%"),
+         ("acc/train_acc", "Train accuracy", "accuracy", ".1%"),
+         ("gap", "Train - test gap", "accuracy points (fraction)", ".1%"),
+         ("sparsity/sparsity", "Gradient entries zeroed per step", "fraction of entries", ".1%"),
+         ("sparsity/params_changed", "Weights the optimizer changed per step", "fraction of weights", ".1%"),
+         ("compute/flops_proxy_T", "Cumulative FLOPs, the original's proxy", "TFLOPs", ".4g"),
+         ("compute/flops_executed_T", "Cumulative FLOPs, executed", "TFLOPs", ".4g"),
+         ("compute/time_s", "Cumulative training time", "seconds", ".1f")]
+
+
+def _finite(v):
+    return v if isinstance(v, (int, str)) or (v is not None and math.isfinite(v)) else None
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: _finite(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _with_gap(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(gap=frame["acc/train_acc"] - frame["acc/test_full"])
+
+
+def line_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """epoch, experiment, metric, mean, lo, hi: every per-epoch panel's data in one long table
+    (lo/hi: the 95% band over seeds; the gap has none)."""
+    parts = []
+    for name, (mean, half) in curves.items():
+        mean, half = _with_gap(mean), half.assign(gap=0.0)
+        for col, *_ in LINES:
+            parts.append(pd.DataFrame({"epoch": mean["epoch"], "experiment": label(name), "metric": col,
+                                       "mean": mean[col], "lo": mean[col] - half[col],
+                                       "hi": mean[col] + half[col]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def class_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], classes: list[str]) -> pd.DataFrame:
+    """epoch, experiment, class, E, C, class_acc: per-class curves; E and C are blank for epochs that did
+    not measure them (a warm-up's dense epochs record 0 for every class)."""
+    parts = []
+    for name, (mean, _) in curves.items():
+        for c in classes:
+            part = pd.DataFrame({"epoch": mean["epoch"], "experiment": label(name), "class": c,
+                                 "E": mean[f"E/{c}"], "C": mean[f"C/{c}"], "class_acc": mean[f"class_acc/{c}"]})
+            part.loc[~ec_measured(mean), ["E", "C"]] = float("nan")
+            parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def stage_boundaries(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> list[dict]:
+    """Where a run's stage changes (between two epochs), once per place, naming the runs."""
+    at = {}
+    for name, (mean, _) in curves.items():
+        stage = mean["schedule/stage"].round().astype(int).tolist()
+        for i in range(1, len(stage)):
+            if stage[i] != stage[i - 1]:
+                at.setdefault(float(mean["epoch"].iloc[i]) - 0.5, []).append(
+                    f"{label(name)}: stage {stage[i - 1]} -> {stage[i]}")
+    return [{"at": x, "what": "; ".join(what)} for x, what in sorted(at.items())]
+
+
+def _colour(systems: list[str]) -> dict:
+    return {"field": "experiment", "type": "nominal", "title": "experiment", "sort": systems,
+            "scale": {"domain": systems, "range": list(colours(systems).values())}}
+
+
+def _epoch_axis() -> dict:
+    return {"field": "epoch", "type": "quantitative", "title": "epoch",
+            "axis": {"tickMinStep": 1, "format": "d"}}
+
+
+def line_chart(rows: list[dict], boundaries: list[dict], systems: list[str], title: str,
+               y_title: str, fmt: str) -> dict:
+    """Mean per epoch with its band over seeds, points that show their values on hover, dashed
+    stage boundaries; clicking a legend entry brings that experiment forward."""
+    pick = {"condition": {"param": "pick", "empty": True, "value": 1}, "value": 0.12}
+    band = {"condition": {"param": "pick", "empty": True, "value": 0.15}, "value": 0.02}
+    y = {"field": "mean", "type": "quantitative", "title": y_title, "axis": {"format": fmt},
+         "scale": {"zero": False}}
+    tooltip = [{"field": "experiment"}, {"field": "epoch"},
+               {"field": "mean", "format": fmt}, {"field": "lo", "title": "95% low", "format": fmt},
+               {"field": "hi", "title": "95% high", "format": fmt}]
+    return {
+        "$schema": SCHEMA, "title": title, "width": 420, "height": 250,
+        "layer": [
+            {"data": {"values": rows}, "mark": {"type": "area"},
+             "encoding": {"x": _epoch_axis(), "y": {**y, "field": "lo"}, "y2": {"field": "hi"},
+                          "color": _colour(systems), "opacity": band}},
+            {"data": {"values": rows}, "mark": {"type": "line", "strokeWidth": 2},
+             "params": [{"name": "pick", "select": {"type": "point", "fields": ["experiment"]}, "bind": "legend"}],
+             "encoding": {"x": _epoch_axis(), "y": y, "color": _colour(systems), "opacity": pick}},
+            {"data": {"values": rows}, "mark": {"type": "point", "filled": True, "size": 28},
+             "encoding": {"x": _epoch_axis(), "y": y, "color": _colour(systems), "opacity": pick,
+                          "tooltip": tooltip}},
+            {"data": {"values": boundaries or [{"at": None, "what": None}]},
+             "mark": {"type": "rule", "strokeDash": [4, 4], "strokeWidth": 1, "color": "#888"},
+             "encoding": {"x": {"field": "at", "type": "quantitative"},
+                          "tooltip": [{"field": "what", "title": "stage boundary"}]}},
+        ],
+        "resolve": {"scale": {"y": "shared"}},
+    }
+
+
+def class_chart(rows: list[dict], systems: list[str], classes: list[str]) -> dict:
+    """E and C per class over epochs, side by side, for the experiment chosen in the menu."""
+    measured = [s for s in systems if any(r["experiment"] == s and r["E"] is not None for r in rows)]
+    choice = "SEL-95" if "SEL-95" in measured else (measured or systems)[0]
+
+    def panel(field, title):
+        return {"title": title, "width": 420, "height": 250, "mark": {"type": "line", "point": True},
+                "encoding": {"x": _epoch_axis(),
+                             "y": {"field": field, "type": "quantitative", "title": title,
+                                   "scale": {"zero": False}},
+                             "color": {"field": "class", "type": "nominal", "sort": classes,
+                                       "scale": {"scheme": "category10"}},
+                             "tooltip": [{"field": "class"}, {"field": "epoch"},
+                                         {"field": field, "format": ".4f"}]}}
+
+    return {"$schema": SCHEMA, "title": "Per-class embarrassment E and confidence C (mean over seeds)",
+            "data": {"values": rows},
+            "params": [{"name": "exp", "value": choice,
+                        "bind": {"input": "select", "options": measured or systems, "name": "experiment "}}],
+            "transform": [{"filter": "datum.experiment == exp && isValid(datum.E)"}],
+            "hconcat": [panel("E", "embarrassment E"), panel("C", "confidence C")]}
+
+
+def per_class_accuracy(rows: list[dict], systems: list[str], classes: list[str]) -> dict:
+    last = {}
+    for r in rows:
+        if r["epoch"] >= last.get(r["experiment"], 0):
+            last[r["experiment"]] = r["epoch"]
+    final = [r for r in rows if r["epoch"] == last[r["experiment"]]]
+    return {"$schema": SCHEMA, "title": "Per-class accuracy at the last epoch (full test set)",
+            "width": 880, "height": 250, "data": {"values": final}, "mark": "bar",
+            "encoding": {"x": {"field": "class", "type": "nominal", "sort": classes, "title": None},
+                         "xOffset": {"field": "experiment", "sort": systems},
+                         "y": {"field": "class_acc", "type": "quantitative", "title": "accuracy",
+                               "axis": {"format": ".0%"}},
+                         "color": _colour(systems),
+                         "tooltip": [{"field": "experiment"}, {"field": "class"},
+                                     {"field": "class_acc", "format": ".1%"}]}}
+
+
+def _point(e: dict, metric: str) -> dict | None:
+    stat = e["metrics"].get(metric)
+    if stat is None:
+        return None
+    lo, hi = stat["ci_low"], stat["ci_high"]
+    return {"mean": stat["mean"], "lo": stat["mean"] if lo is None else lo,
+            "hi": stat["mean"] if hi is None else hi}
+
+
+def scatter_rows(summary: dict) -> list[dict]:
+    """Per experiment: final accuracy, FLOPs saved (both measures) and time, with 95% intervals."""
+    out = []
+    for e in summary["experiments"]:
+        row = {"experiment": e["system"], "n": len(e["seeds"])}
+        for metric in ("acc/test_full", "compute/saved_proxy_pct", "compute/saved_executed_pct",
+                       "compute/time_s"):
+            p = _point(e, metric)
+            if p is not None:
+                row.update({metric: p["mean"], f"{metric}_lo": p["lo"], f"{metric}_hi": p["hi"]})
+        out.append(row)
+    return out
+
+
+def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
+    """Final accuracy against FLOPs saved, proxy and executed: top right is best."""
+    def panel(saved, title):
+        x = {"field": saved, "type": "quantitative", "title": title, "scale": {"domain": [-5, 105]}}
+        y = {"field": "acc/test_full", "type": "quantitative", "title": "full test accuracy",
+             "axis": {"format": ".0%"}, "scale": {"zero": False}}
+        tooltip = [{"field": "experiment"}, {"field": "n", "title": "seeds"},
+                   {"field": "acc/test_full", "format": ".1%"}, {"field": saved, "format": ".1f", "title": title}]
+        return {"width": 420, "height": 260, "layer": [
+            {"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**y, "field": "acc/test_full_lo"},
+                                                    "y2": {"field": "acc/test_full_hi"}, "color": _colour(systems)}},
+            {"mark": {"type": "rule"}, "encoding": {"x": {**x, "field": f"{saved}_lo"}, "x2": {"field": f"{saved}_hi"},
+                                                    "y": y, "color": _colour(systems)}},
+            {"mark": {"type": "point", "filled": True, "size": 90},
+             "encoding": {"x": x, "y": y, "color": _colour(systems), "tooltip": tooltip}},
+            {"mark": {"type": "text", "align": "left", "dx": 7, "dy": -7, "fontSize": 10},
+             "encoding": {"x": x, "y": y, "text": {"field": "experiment"}}}]}
+
+    return {"$schema": SCHEMA, "title": "Accuracy against FLOPs saved vs the baseline (95% intervals)",
+            "data": {"values": rows},
+            "hconcat": [panel("compute/saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
+                        panel("compute/saved_executed_pct", "FLOPs saved, executed (%)")]}
+
+
+def summary_bars(rows: list[dict], systems: list[str]) -> dict:
+    def panel(field, title, fmt):
+        return {"width": 420, "height": 220, "layer": [
+            {"mark": "bar", "encoding": {"x": {"field": "experiment", "sort": systems, "title": None,
+                                               "axis": {"labelAngle": -40}},
+                                         "y": {"field": field, "type": "quantitative", "title": title,
+                                               "axis": {"format": fmt}},
+                                         "color": _colour(systems),
+                                         "tooltip": [{"field": "experiment"},
+                                                     {"field": field, "format": fmt, "title": title}]}},
+            {"mark": "rule", "encoding": {"x": {"field": "experiment", "sort": systems},
+                                          "y": {"field": f"{field}_lo", "type": "quantitative"},
+                                          "y2": {"field": f"{field}_hi"}}}]}
+
+    return {"$schema": SCHEMA, "title": "Summary: final accuracy and training time (95% intervals)",
+            "data": {"values": rows},
+            "hconcat": [panel("acc/test_full", "full test accuracy", ".0%"),
+                        panel("compute/time_s", "training time (s)", ".0f")]}
+
+
+def charts(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, classes: list[str]) -> list[dict]:
+    """Every chart of the page, as Vega-Lite specs, in reading order."""
+    systems = [label(name) for name in curves]
+    lines = line_rows(curves)
+    boundaries = stage_boundaries(curves)
+    per_class = _records(class_rows(curves, classes))
+    scatter = scatter_rows(summary)
+    out = [line_chart(_records(lines[lines["metric"] == col]), boundaries, systems, title, y_title, fmt)
+           for col, title, y_title, fmt in LINES]
+    out.insert(4, class_chart(per_class, systems, classes))
+    out += [per_class_accuracy(per_class, systems, classes), accuracy_vs_saved(scatter, systems),
+            summary_bars(scatter, systems)]
+    return out
+
+
+def _script_json(value) -> str:
+    """JSON the HTML parser reads as plain text inside its <script>: `</script>` in a name would
+    end the element there, and `<!--<script>` would make the parser skip the element's own end
+    tag (the page then drew no chart). Every `<`, `>` and `&` is written as a JavaScript escape,
+    the same string to the script, so no name can do either."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _table(markdown: str) -> str:
+    """The first table of summary.md as HTML."""
+    rows = [line.strip().strip("|").split("|") for line in markdown.splitlines() if line.startswith("|")]
+    head, body = rows[0], [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
+    end = next((i for i, r in enumerate(body) if len(r) != len(head)), len(body))
+    def row(cells, tag):
+        return "<tr>" + "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in cells) + "</tr>"
+
+    return "<table>" + row(head, "th") + "".join(row(r, "td") for r in body[:end]) + "</table>"
+
+
+def write_results_page(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict,
+                       classes: list[str], caption: str, markdown: str, path: Path) -> None:
+    specs = charts(curves, summary, classes)
+    scripts = "\n".join(f"<script>{(VENDOR / name).read_text()}</script>" for name in SCRIPTS)
+    divs = "\n".join(f'<div class="chart" id="chart{i}"></div>' for i in range(len(specs)))
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>sel-bench results</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+p.caption {{ max-width: 70em; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 1.5em; }}
+#errors {{ color: #b00; }}
+</style>
+{scripts}
+</head>
+<body>
+<h1>SEL benchmark: results</h1>
+<p class="caption">{html.escape(caption)}</p>
+<p class="caption">Lines: mean over seeds; bands and bars: 95% confidence intervals (Student t).
+Dashed rules: stage boundaries. Hover a point for its values; click a legend entry to bring one
+experiment forward (shift-click for several).</p>
+{_table(markdown)}
+<pre id="errors"></pre>
+<div class="charts">
+{divs}
+</div>
+<script>
+const specs = {_script_json(specs)};
+const shown = [];
+specs.forEach((spec, i) => shown.push(
+  vegaEmbed("#chart" + i, spec, {{renderer: "svg", actions: false}})
+    .catch(e => {{ document.getElementById("errors").textContent += "chart " + i + ": " + e + "\\n"; }})));
+Promise.all(shown).then(() => document.body.setAttribute("data-charts-done", specs.length));
+</script>
+</body>
+</html>
+"""
+    path.write_text(page)

@@ -1,0 +1,223 @@
+"""The benchmark's summary over seeds: per experiment and metric the mean, sd, n and 95%
+interval; each experiment's paired difference to the baseline; the attribution of SEL's
+accuracy gap to its factors (params.yaml `attribution`); mean curves per epoch."""
+
+import numpy as np
+import pandas as pd
+
+from sel.config.names import label
+from sel.report.stats import describe, paired
+
+# Final-epoch figures of a run's summary.json that the summary describes over seeds.
+# Names are the history's `section/column` (MLflow's chart sections), as in every run.
+METRICS = ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/flops_executed_T",
+           "compute/time_s", "sparsity/sparsity", "sparsity/params_changed", "compute/saved_proxy_pct",
+           "compute/saved_executed_pct")
+PERCENT = {"acc/test_full", "acc/test_100", "sparsity/sparsity", "sparsity/params_changed"}  # shown as %
+
+# One colour per experiment in every view (summary figure, results page, `dvc plots`, whose
+# template .dvc/plots/experiments.json lists the same by label): baseline and lottery far apart.
+COLOURS = {"baseline": "#1f77b4", "lottery": "#d62728", "sel95": "#2ca02c", "warmup_sel": "#ff7f0e",
+           "baseline_masked": "#9467bd", "sel_dense_grads": "#8c564b", "sel_constant_lr": "#e377c2",
+           "random_subsets": "#7f7f7f", "sel_random_order": "#bcbd22", "sel95_target": "#17becf"}
+SPARE = ["#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"]  # experiments of your own
+
+
+def colours(names: list[str]) -> dict[str, str]:
+    """Each experiment's colour (by its params name or its label): its own, or a spare one."""
+    known = {**COLOURS, **{label(name): c for name, c in COLOURS.items()}}
+    spare = iter(SPARE * len(names))
+    return {name: known.get(name) or next(spare) for name in names}
+
+
+# The original's published table (one T4 GPU, ImageNet-initialised ResNet-18, official CIFAR-10).
+PUBLISHED = {
+    "baseline": {"acc/test_100": 0.932, "compute/flops_proxy_T": 33.5, "compute/time_s": 1398},
+    "lottery": {"acc/test_100": 0.930, "compute/flops_proxy_T": 6.7, "compute/time_s": 1460},
+    "sel95": {"acc/test_100": 0.775, "compute/flops_proxy_T": 0.084, "compute/time_s": 835},
+    "warmup_sel": {"acc/test_100": 0.853, "compute/flops_proxy_T": 1.58, "compute/time_s": 875},
+}
+
+
+def per_seed_values(summaries: dict[str, dict[int, dict]]) -> dict[str, dict[str, dict[int, float]]]:
+    """{experiment: {metric: {seed: value}}}; saved % against the same seed's baseline."""
+    base = summaries.get("baseline", {})
+    out = {}
+    for name, by_seed in summaries.items():
+        values = {m: {} for m in METRICS}
+        for seed, s in by_seed.items():
+            for m in METRICS:
+                if m in s:
+                    values[m][seed] = s[m]
+            for kind in ("proxy", "executed"):
+                ref = base.get(seed, {}).get(f"compute/flops_{kind}_T")
+                if ref:
+                    values[f"compute/saved_{kind}_pct"][seed] = 100 * (1 - s[f"compute/flops_{kind}_T"] / ref)
+        out[name] = values
+    return out
+
+
+def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]]) -> dict:
+    """Everything summary.json holds: statistics per experiment and metric, the paired
+    difference of each experiment to the baseline, and the attribution rows."""
+    values = per_seed_values(summaries)
+    experiments = []
+    for name, by_metric in values.items():
+        row = {"experiment": name, "system": label(name), "seeds": sorted(summaries[name]),
+               "metrics": {m: {**describe(v.values()), "values": v} for m, v in by_metric.items() if v}}
+        if name != "baseline" and "baseline" in values:
+            row["vs_baseline"] = {m: paired(by_metric[m], values["baseline"][m])
+                                  for m in ("acc/test_full", "acc/test_100") if by_metric[m]}
+        experiments.append(row)
+    rows = []
+    for factor, (with_it, without_it) in attribution.items():
+        if with_it in values and without_it in values:
+            diff = paired(values[with_it]["acc/test_full"], values[without_it]["acc/test_full"])
+            if diff is not None:
+                rows.append({"factor": factor, "with": with_it, "without": without_it, "acc/test_full": diff})
+    return {"seeds": sorted({s for by_seed in summaries.values() for s in by_seed}),
+            "experiments": experiments, "attribution": rows}
+
+
+# The few figures per experiment that `dvc exp show` and `dvc metrics diff` compare (DVC shows
+# the leaves of metrics/headline.json as columns): final accuracy with its interval, executed
+# compute, wall-clock and sparsity; they grow with experiments, not with seeds.
+HEADLINE = {"acc/test_full": "test_full", "compute/flops_executed_T": "flops_executed_T",
+            "compute/time_s": "time_s", "sparsity/sparsity": "sparsity"}
+
+
+def headline(summary: dict) -> dict:
+    """{experiment: {figure: value}}: means over seeds, and the accuracy's 95% interval."""
+    out = {}
+    for e in summary["experiments"]:
+        figures = {}
+        for metric, name in HEADLINE.items():
+            stat = e["metrics"].get(metric)
+            if stat is not None:
+                figures[name] = stat["mean"]
+                if metric == "acc/test_full" and stat["ci_low"] is not None:
+                    figures.update({f"{name}_ci_low": stat["ci_low"], f"{name}_ci_high": stat["ci_high"]})
+        out[e["experiment"]] = figures
+    return out
+
+
+def mlflow_metrics(summary: dict, point: str = "") -> dict:
+    """`<metric>/<point><experiment>.<mean|sd|ci_low|ci_high|n>` (the metric without its
+    section: `test_full/sel95.mean`; a sweep's point as `p1.`) and `attribution/<factor>.<...>`:
+    MLflow's chart sections then hold one metric each, every experiment side by side."""
+    out = {}
+    for e in summary["experiments"]:
+        for metric, stat in e["metrics"].items():
+            leaf = metric.rpartition("/")[2]
+            out.update({f"{leaf}/{point}{e['experiment']}.{k}": stat[k]
+                        for k in ("mean", "sd", "ci_low", "ci_high", "n")})
+    for r in summary["attribution"]:
+        diff = r["acc/test_full"]
+        out.update({f"attribution/{point}{r['factor']}.{k}": diff[k] for k in ("mean", "ci_low", "ci_high", "n")})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def cell(stat: dict | None, metric: str, digits: str = ".4g") -> str:
+    """mean ± half the 95% interval (the mean alone for one seed)."""
+    if stat is None:
+        return "n/a"
+    scale, unit, fmt = (100, "%", ".1f") if metric in PERCENT else (1, "", digits)
+    if metric.endswith("_pct"):
+        unit, fmt = "%", ".1f"
+    text = f"{stat['mean'] * scale:{fmt}}"
+    if stat["ci_low"] is not None:
+        text += f" ± {(stat['ci_high'] - stat['mean']) * scale:{fmt}}"
+    return text + unit
+
+
+def _points(stat: dict | None) -> str:
+    """A difference of accuracies in percentage points, with its 95% interval."""
+    if stat is None:
+        return "n/a"
+    text = f"{100 * stat['mean']:+.1f}"
+    if stat["ci_low"] is not None:
+        text += f" [{100 * stat['ci_low']:+.1f}, {100 * stat['ci_high']:+.1f}]"
+    return text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> str:
+    """The tables of summary.md: results, paired differences, attribution, the original's.
+    `held_out_is_test_set`: the held-out subset is the whole (reduced) test set, so its column
+    would repeat the full test's; it is left out and a line says why."""
+    n = len(summary["seeds"])
+    accuracies = {"acc/test_full": "Full test"} if held_out_is_test_set else \
+        {"acc/test_full": "Full test", "acc/test_100": "Held-out"}
+    columns = {**accuracies, "compute/flops_proxy_T": "FLOPs proxy (T)",
+               "compute/flops_executed_T": "Executed FLOPs (T)", "compute/time_s": "Time (s)",
+               "compute/saved_proxy_pct": "Saved, proxy", "compute/saved_executed_pct": "Saved, executed",
+               "sparsity/sparsity": "Grad. sparsity", "sparsity/params_changed": "Params changed"}
+    lines = ["# SEL benchmark", "", note, "",
+             f"Seeds: {', '.join(map(str, summary['seeds']))}. Each cell is the final epoch's mean over "
+             f"the seeds{' ± half its 95% confidence interval (Student t)' if n > 1 else ''}. "
+             "Grad. sparsity: gradient entries zeroed per step; params changed: weights the optimizer "
+             "step changed; both over the masked epochs (every epoch of a dense run)."
+             + (" The held-out subset is the whole test set here (data.held_out_per_class = "
+                "data.test_per_class), so its accuracy is the full test's and has no column of its own."
+                if held_out_is_test_set else ""), ""]
+    lines += _table(["System", "n", *columns.values()], [
+        [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k == "compute/time_s" else ".4g")
+                                               for k in columns] for e in summary["experiments"]])
+    lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", ""]
+    lines += _table(["System", *accuracies.values()], [
+        [e["system"]] + [_points(e["vs_baseline"].get(k)) for k in accuracies]
+        for e in summary["experiments"] if "vs_baseline" in e])
+    if summary["attribution"]:
+        lines += ["", "## Where SEL's accuracy goes", "",
+                  "Each factor: the paired difference of full-test accuracy between a run with it and "
+                  "the same run without it (params.yaml `attribution`), percentage points [95% "
+                  "interval]. Leave-one-out differences need not add up to the total: factors interact.",
+                  "", "| Factor | With it | Without it | Points | n |", "|---|---|---|---|---|"]
+        for r in summary["attribution"]:
+            lines.append(f"| {r['factor'].replace('_', ' ')} | {label(r['with'])} | {label(r['without'])} | "
+                         f"{_points(r['acc/test_full'])} | {r['acc/test_full']['n']} |")
+    lines += ["", "Executed FLOPs: forward+backward conv/matmul arithmetic measured with "
+                  "FlopCounterMode, times images trained (evaluation apart). The proxy is the "
+                  "original's 2 x params x (1 - sparsity) x images.", "",
+              "The original's published table (T4 GPU, ImageNet init, official CIFAR-10):", "",
+              "| System | Held-out (100/class) | FLOPs proxy (T) | Time (s) |", "|---|---|---|---|"]
+    for name, p in PUBLISHED.items():
+        lines.append(f"| {label(name)} | {p['acc/test_100']:.1%} | {p['compute/flops_proxy_T']} | "
+                     f"{p['compute/time_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def mean_curves(histories: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, half-width of the 95% interval) of every history column per epoch, over the seeds
+    that reached that epoch; the half-width is 0 where only one seed did."""
+    stacked = pd.concat(histories.values())
+    grouped = stacked.groupby("epoch")
+    mean = grouped.mean().reset_index()
+    half = grouped.agg(lambda col: _half_width(col.to_numpy())).reset_index()
+    return mean, half
+
+
+def classes_of(curve: pd.DataFrame) -> list[str]:
+    """The class names of a history or curve, from its E/<class> columns."""
+    return [c.removeprefix("E/") for c in curve.columns if c.startswith("E/")]
+
+
+def ec_measured(curve: pd.DataFrame) -> pd.Series:
+    """Which epochs measured E and C: a warm-up's record 0 for every class."""
+    return (curve[[f"E/{c}" for c in classes_of(curve)]] != 0).any(axis=1)
+
+
+def long_curves(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """Every experiment's mean curve in one table, named in an `experiment` column: the data of
+    `dvc plots`, whose templates colour by that column (one colour per experiment)."""
+    return pd.concat([mean[["epoch"]].assign(experiment=label(name)).join(mean.drop(columns="epoch"))
+                      for name, (mean, _) in curves.items()], ignore_index=True)
+
+
+def _half_width(x: np.ndarray) -> float:
+    stat = describe(x)
+    return 0.0 if stat["ci_high"] is None else stat["ci_high"] - stat["mean"]

@@ -1,0 +1,1 @@
+"""Sweeps on Ray, training stages side by side."""

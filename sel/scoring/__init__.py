@@ -1,0 +1,1 @@
+"""The scorer model: difficulty sorting and gamma calibration."""

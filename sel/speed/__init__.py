@@ -1,0 +1,1 @@
+"""The speed bench and the original's loop re-created."""

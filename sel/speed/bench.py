@@ -1,0 +1,272 @@
+"""Speed of our training loop against a faithful re-creation of the original's, in one process,
+on the same model width, batch size and device. Prints JSON.
+
+    python -m sel.speed.bench [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
+                        [--compile] [--profile]
+
+For a dense and an SEL step at each width: images per second of both loops and their ratio,
+host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
+GFLOP/s beside a matmul peak measured on the same device; evaluation throughput of both; and
+the projected wall time of the full protocol and of `cpu-small` for both loops. On a CUDA device
+our step replayed from a CUDA graph too (`train.cuda_graphs`; a graph per step kind, captured in
+the warm-up, which is lengthened to hold it). `--compile` adds our step under torch.compile,
+`--profile` the share of each operator in our SEL step.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sel.speed import original
+from sel.scoring.calibration import calibrate_gamma
+from sel.method.curriculum import Pools
+from sel.data.dataset import Cifar, held_out_indices
+from sel.train.device import describe, native_bf16, resolve_device, resolve_precision
+from sel.experiments.plan import plan
+from sel.method.flops import flops_per_image
+from sel.train.graphs import WARMUP_STEPS
+from sel.train.model import fresh_model
+from sel.config.params import ORIGINALS, Params
+from sel.config.protocols import PROTOCOLS, with_overrides
+from sel.train.training import DENSE, SEL, Trainer
+
+BATCH = 64
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts reads of a tensor's value back to the host: `aten._local_scalar_dense` (`.item()`,
+    `float(t)`, `if t:`) and, on an accelerator, copies from it to the CPU (`.cpu()`, `.tolist()`).
+    A CPU tensor's `.tolist()` reads memory without dispatching and is not seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        elif func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            source = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            if isinstance(out, torch.Tensor) and out.device.type == "cpu" and source.device.type != "cpu":
+                self.count += 1
+        return out
+
+
+def synthetic(n_train: int, n_test: int, seed: int = 0) -> Cifar:
+    rng = np.random.default_rng(seed)
+    images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # noqa: E731
+    labels = lambda n: np.arange(n, dtype=np.int64) % 10  # noqa: E731
+    return Cifar(images(n_train), labels(n_train), images(n_test), labels(n_test), [str(c) for c in range(10)])
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _ours(width, device, precision, data, use_compile=False, cuda_graphs=False):
+    return Trainer(fresh_model(0, width, False, 10), data, np.arange(100), device=device,
+                   precision=precision, lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0,
+                   use_compile=use_compile, cuda_graphs=cuda_graphs)
+
+
+def _epoch(trainer, idx, update, gamma):
+    """An epoch of dense steps, or of SEL steps as the original takes them (loss-scaled lr)."""
+    return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0)
+
+
+def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False,
+              cuda_graphs=False):
+    """(images per second, host syncs per step) of our loop; a compile or a capture happens in
+    the warm-up."""
+    trainer = _ours(width, device, precision, data, use_compile, cuda_graphs)
+    if cuda_graphs:
+        warmup = max(warmup, WARMUP_STEPS + 1)
+    idx = torch.arange(BATCH * max(steps, warmup), device=device)
+    _epoch(trainer, idx[:BATCH * warmup], update, gamma).tolist()
+    idx = idx[:BATCH * steps]
+    with SyncCounter() as counter:
+        _epoch(trainer, idx[:BATCH * 3], update, gamma)
+    _sync(device)
+    started = time.perf_counter()
+    _epoch(trainer, idx, update, gamma).tolist()
+    return BATCH * steps / (time.perf_counter() - started), counter.count / 3
+
+
+def profile_ours(width, steps, device, precision, data, gamma, top=10) -> list[dict]:
+    """Share of the time of our SEL steps per operator (torch.profiler, self time)."""
+    from torch.profiler import profile
+
+    trainer = _ours(width, device, precision, data)
+    idx = torch.arange(BATCH * steps, device=device)
+    _epoch(trainer, idx[:BATCH * 3], SEL, gamma).tolist()
+    with profile() as prof:
+        _epoch(trainer, idx, SEL, gamma).tolist()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)} for e in ranked]
+
+
+def time_original(width, update, steps, warmup, device, data, gamma):
+    """(images per second, host syncs per step) of the original's loop, steady state."""
+    model = fresh_model(0, width, False, 10).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = iter(original.loader(data.x_train, data.y_train, train=True))
+    g = gamma if update == SEL else None
+    for _ in range(warmup):
+        original.train_step(model, optimizer, *next(batches), device, g)
+    with SyncCounter() as counter:
+        for _ in range(3):
+            original.train_step(model, optimizer, *next(batches), device, g)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        original.train_step(model, optimizer, *next(batches), device, g)
+    _sync(device)
+    return BATCH * steps / (time.perf_counter() - started), counter.count / 3
+
+
+def eval_rates(width, device, precision, data, held_per_class):
+    """Images per second evaluated by our loop (one pass over the test set) and by the original's
+    (a pass over the test set, then one over the held-out subset)."""
+    held = held_out_indices(data.y_test, held_per_class, 10)
+    trainer = Trainer(fresh_model(0, width, False, 10), data, held, device=device, precision=precision,
+                      lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0)
+    trainer.evaluate().tolist()
+    ours = len(data.y_test) / _median_seconds(lambda: trainer.evaluate().tolist())
+    model = fresh_model(0, width, False, 10).to(device)
+    test = original.loader(data.x_test, data.y_test, train=False)
+    held_loader = original.loader(data.x_test[held], data.y_test[held], train=False)
+    seconds = _median_seconds(lambda: original.evaluate(model, test, held_loader, device))
+    return ours, (len(data.y_test) + len(held)) / seconds
+
+
+def _median_seconds(work, repeats=3) -> float:
+    """Median wall time of `work()`: one evaluation pass is short enough to be noisy."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_peak(device, dtype, n=2048, reps=10) -> float:
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - started) / 1e9
+
+
+def matmul_peaks(device) -> dict:
+    """fp32, and bf16 where the hardware has it (emulated bf16 runs at ~1 GFLOP/s on an AVX2 CPU)."""
+    peaks = {"fp32": matmul_peak(device, torch.float32)}
+    if native_bf16(device):
+        peaks["bf16"] = matmul_peak(device, torch.bfloat16)
+    return peaks
+
+
+def protocol_work(params: Params, train_per_class: int, test_per_class: int) -> dict:
+    """Images each loop trains (dense and SEL steps) and evaluates over the four experiments."""
+    n_classes = 10
+    pools = Pools(np.arange(train_per_class * n_classes), np.full(n_classes, train_per_class))
+    work = {"dense": 0, "sel": 0, "eval_epochs": 0, "original_extra_evals": 0}
+    for name in ORIGINALS:
+        for phase in plan(params.experiments[name], params, train_per_class * n_classes, pools, 1.0):
+            work["sel" if phase.update == SEL else "dense"] += phase.epochs * len(phase.indices)
+            work["eval_epochs"] += phase.epochs if phase.recorded else 0
+            if not phase.recorded:  # the original tested every 5th pre-training epoch
+                work["original_extra_evals"] += phase.epochs // 5
+    work["test_images"] = test_per_class * n_classes
+    work["held_out_images"] = params.data.held_out_per_class * n_classes
+    return work
+
+
+def projected_seconds(work: dict, rates: dict) -> dict:
+    """Wall time of a protocol from per-image rates (steady state: start-up costs not included)."""
+    out = {}
+    for loop in ("ours", "graphed", "original"):
+        if f"{loop}_dense" not in rates:  # graphed: CUDA only
+            continue
+        train = work["dense"] / rates[f"{loop}_dense"] + work["sel"] / rates[f"{loop}_sel"]
+        per_eval = work["test_images"] + (work["held_out_images"] if loop == "original" else 0)
+        evals = work["eval_epochs"] * per_eval
+        if loop == "original":
+            evals += work["original_extra_evals"] * work["test_images"]
+        out[loop] = train + evals / rates[f"{loop}_eval" if loop == "original" else "ours_eval"]
+    out["ratio"] = out["original"] / out["ours"]
+    if "graphed" in out:
+        out["graphed_ratio"] = out["original"] / out["graphed"]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--widths", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per case")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
+    ap.add_argument("--profile", action="store_true", help="add where our SEL step spends its time")
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    data = synthetic(BATCH * (args.steps + args.warmup + 3), 1000)
+    report = {"device": describe(device), "precision": precision, "batch": BATCH,
+              "matmul_peak_gflops": matmul_peaks(device),
+              "cases": [], "eval": [], "projected_s": {}}
+    rates = {}
+    for width in args.widths:
+        train_gflop = flops_per_image(fresh_model(0, width, False, 10))[0] / 1e9
+        gamma = calibrate_gamma(_ours(width, device, "fp32", data), 128, 40, "train")["gamma"]
+        for update in (DENSE, SEL):
+            ours, ours_syncs = time_ours(width, update, args.steps, args.warmup, device, precision, data, gamma)
+            orig, orig_syncs = time_original(width, update, args.steps, args.warmup, device, data, gamma)
+            rates[(width, f"ours_{update}")], rates[(width, f"original_{update}")] = ours, orig
+            report["cases"].append({
+                "width": width, "step": update, "ours_img_s": round(ours, 1), "original_img_s": round(orig, 1),
+                "speedup": round(ours / orig, 2), "ours_syncs_per_step": ours_syncs,
+                "original_syncs_per_step": orig_syncs, "ours_gflops": round(ours * train_gflop, 1),
+                "original_gflops": round(orig * train_gflop, 1)})
+            if device.type == "cuda":
+                graphed, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
+                                       gamma, cuda_graphs=True)
+                rates[(width, f"graphed_{update}")] = graphed
+                report["cases"][-1].update({"ours_graphed_img_s": round(graphed, 1),
+                                            "graphed_speedup": round(graphed / orig, 2)})
+            if args.compile:
+                compiled, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
+                                        gamma, use_compile=True)
+                report["cases"][-1]["ours_compiled_img_s"] = round(compiled, 1)
+            print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)
+        if args.profile:
+            report.setdefault("profile_sel_step", {})[width] = profile_ours(
+                width, args.steps, device, precision, data, gamma)
+        ours_eval, orig_eval = eval_rates(width, device, precision, data, 10)
+        rates[(width, "ours_eval")], rates[(width, "original_eval")] = ours_eval, orig_eval
+        report["eval"].append({"width": width, "ours_img_s": round(ours_eval, 1),
+                               "original_img_s": round(orig_eval, 1), "speedup": round(ours_eval / orig_eval, 2)})
+    raw = {"model": {"pretrained": False}}
+    for name, width, per_class, test in (("full", 64, 5000, 1000), ("cpu-small", 16, 1000, 300)):
+        if width in args.widths:
+            params = with_overrides(raw, PROTOCOLS[name])
+            work = protocol_work(params, per_class, test)
+            proj = projected_seconds(work, {k[1]: v for k, v in rates.items() if k[0] == width})
+            report["projected_s"][name] = {k: round(v, 1 if k != "ratio" else 2) for k, v in proj.items()}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""MLflow runs and a run's figure."""

@@ -1,0 +1,1 @@
+"""The model, the sync-free training loop, CUDA graphs, checkpoints."""

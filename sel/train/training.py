@@ -1,0 +1,231 @@
+"""The training loop, written once for the CPU and for GPUs.
+
+The uint8 data lives on the training device; crop, flip and normalisation run there on whole
+batches; training sets are index tensors; nothing inside a step reads a value back to the host:
+loss, accuracy, E/C and sparsity accumulate on the device and are read once per epoch. The
+per-batch learning rate of SEL is a tensor that the fused Adam reads on the device. So the step
+can be captured as a CUDA graph and replayed (`sel/train/graphs.py`, `train.cuda_graphs`).
+"""
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sel.data.augment import Images
+from sel.method.curriculum import epoch_order
+from sel.data.dataset import Cifar
+from sel.train.device import autocast, exact_fp32, memory_format
+from sel.method.embarrassment import class_counts, class_embarrassment
+from sel.train.graphs import StepGraphs
+from sel.method.prune import Mask, global_magnitude_mask
+from sel.method.sparsity import FlatGrads
+
+DENSE, SEL, MASKED = "dense", "sel", "masked"
+TARGET_SAMPLE = 1 << 16  # gradient entries whose quantile sets gamma in target mode
+
+
+def sums_layout(n_classes: int) -> dict[str, slice]:
+    """Where each of `train_epoch`'s sums sits in its one device tensor (the one place that
+    knows): loss * images, correct, zeroed fraction, changed fraction and gamma summed over
+    steps, E_c and C_c summed over steps, and the first non-finite step (-1: none)."""
+    sizes = {"loss": 1, "correct": 1, "sparsity": 1, "changed": 1, "gamma": 1,
+             "E": n_classes, "C": n_classes, "bad_step": 1}
+    layout, at = {}, 0
+    for name, size in sizes.items():
+        layout[name] = slice(at, at + size)
+        at += size
+    return layout
+
+
+def unpack_sums(values: list[float], n_classes: int) -> dict:
+    """`train_epoch`'s sums, read back, by name."""
+    out = {name: values[sl] if sl.stop - sl.start > 1 else values[sl.start]
+           for name, sl in sums_layout(n_classes).items()}
+    out["bad_step"] = int(out["bad_step"])
+    return out
+
+
+def unpack_evaluation(values: list[float]) -> dict:
+    """`evaluate`'s figures, read back, by name."""
+    return {"test_full": values[0], "test_100": values[1], "per_class": values[2:]}
+
+
+class Trainer:
+    """A model with its optimizer, gradient buffer and device-resident data."""
+
+    def __init__(self, model: nn.Module, data: Cifar, held_out: np.ndarray, *, device: torch.device,
+                 precision: str, lr: float, batch_size: int, eval_batch_size: int, seed: int,
+                 temperature: float = 1.5, use_compile: bool = False, cuda_graphs: bool = False):
+        if precision == "fp32":
+            exact_fp32(device)
+        self.device, self.precision = device, precision
+        self.layout = memory_format(model, device)
+        self.model = model.to(device, memory_format=self.layout)
+        # torch.compile serves full-size batches; a last, smaller batch runs eagerly rather than
+        # triggering a recompile for each new size.
+        self.compiled = torch.compile(self.model) if use_compile else None
+        self.n_classes = len(data.classes)
+        self.train_set = Images(data.x_train, data.y_train, device, self.layout)
+        self.test_set = Images(data.x_test, data.y_test, device, self.layout)
+        self.held_out = torch.as_tensor(held_out, device=device)
+        self.base_lr, self.batch_size, self.eval_batch_size = lr, batch_size, eval_batch_size
+        self.temperature, self.seed = temperature, seed
+        self.generator = torch.Generator(device).manual_seed(seed)
+        self.initial_state = copy.deepcopy(self.model.state_dict())
+        self.grads = FlatGrads(list(self.model.parameters()))
+        # the weights before each step, to count the entries the optimizer actually changed
+        self.before = torch.empty_like(self.grads.flat)
+        self.before_views = self.grads.views_like(self.before)
+        self._target_sample = None
+        # what a step reads, at fixed addresses: its sums (`sums_layout`), gamma, its index
+        layout = sums_layout(self.n_classes)
+        self.sums = torch.zeros(layout["bad_step"].stop, device=device)
+        self.sum_parts = {name: self.sums[sl] for name, sl in layout.items()}
+        self.gamma = torch.zeros((), device=device)
+        self.step_index = torch.zeros((), device=device)
+        self.mask: Mask | None = None
+        self.graphs = StepGraphs(self._step, device) if cuda_graphs else None
+        self.optimizer = self.new_optimizer()
+
+    def new_optimizer(self) -> torch.optim.Adam:
+        """Fused Adam: keeps its step count on the device and takes a tensor learning rate
+        (`capturable` lets a CUDA graph hold its step)."""
+        if self.graphs is not None:
+            self.graphs.reset()
+        lr = torch.tensor(self.base_lr, device=self.device)
+        return torch.optim.Adam(self.grads.params, lr=lr, fused=True, capturable=self.graphs is not None)
+
+    def set_lr(self, lr: torch.Tensor | float) -> None:
+        self.optimizer.param_groups[0]["lr"].copy_(torch.as_tensor(lr))
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to go on exactly as an uninterrupted one."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "mask": None if self.mask is None else self.mask.flat,
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """All or nothing: a state that does not fit this trainer (another width's model, say)
+        raises and leaves the trainer as it was, not with some tensors loaded and others not."""
+        before = copy.deepcopy(self.state_dict())
+        try:
+            self._load(state)
+        except Exception:
+            self._load(before)
+            raise
+
+    def _load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.mask = None if state["mask"] is None else Mask(self.grads, state["mask"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.graphs is not None:  # the loaded state holds new tensors, and maybe capturable=False
+            self.optimizer.param_groups[0]["capturable"] = True
+            self.graphs.reset()
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+
+    def prune_and_rewind(self, fraction: float) -> None:
+        """Lottery: mask the smallest `fraction` of all weights, rewind to the initial state
+        (buffers too) and start a fresh Adam; weights are masked after each step from then on."""
+        self.mask = global_magnitude_mask(self.grads, fraction)
+        self.model.load_state_dict(self.initial_state)
+        self.optimizer = self.new_optimizer()
+
+    def _forward(self, x: torch.Tensor, full_batch: bool) -> torch.Tensor:
+        return self.compiled(x) if self.compiled is not None and full_batch else self.model(x)
+
+    def target_gamma(self, sparsity: float) -> torch.Tensor:
+        """gamma that zeroes `sparsity` of this step's gradient entries: the quantile of |g| over
+        a fixed random sample of the entries (all of them in small models), on the device, so
+        the step reads nothing back (the sample's error is about 0.1 pp per step at 2^16)."""
+        if self._target_sample is None:
+            g = torch.Generator().manual_seed(self.seed)
+            sample = torch.randperm(self.grads.numel, generator=g)[:TARGET_SAMPLE]
+            self._target_sample = sample.to(self.device)
+        m = len(self._target_sample)
+        k = min(max(round(sparsity * (m + 1)), 1), m)
+        return self.grads.flat[self._target_sample].abs().kthvalue(k).values
+
+    def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
+                    measure_ec: bool = True, lr_loss_scale: float = 0.0,
+                    target_sparsity: float | None = None) -> torch.Tensor:
+        """One epoch over `indices` in a fresh order. `update`: dense, sel (zero |g| <= gamma, or,
+        with `target_sparsity`, at the gamma that zeroes that fraction) or masked (lottery).
+        The learning rate is lr * (1 + lr_loss_scale * batch loss). Returns the sums over its
+        steps, on the device (`sums_layout`; `unpack_sums` names them once read back)."""
+        self.model.train()
+        self.sums.zero_()
+        self.sum_parts["bad_step"].fill_(-1)
+        self.step_index.zero_()
+        if gamma is not None:
+            self.gamma.fill_(gamma)
+        if not lr_loss_scale:
+            self.set_lr(self.base_lr)
+        rule = (update, measure_ec, lr_loss_scale, target_sparsity)
+        for batch in epoch_order(indices, self.generator).split(self.batch_size):
+            x = self.train_set.augmented(batch, self.generator)
+            y = self.train_set.y[batch]
+            if self.graphs is not None and len(batch) == self.batch_size:
+                self.graphs.run(x, y, rule)
+            else:  # the last, smaller batch of an epoch runs eagerly
+                self._step(x, y, rule)
+        return self.sums.clone()
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, rule: tuple) -> None:
+        """One training step, adding to `self.sums`; reads nothing back to the host, and reads
+        no Python value that changes between steps of the same `rule` (a graph replays it)."""
+        update, measure_ec, lr_loss_scale, target_sparsity = rule
+        t = self.sum_parts
+        with autocast(self.device, self.precision):
+            logits = self._forward(x, len(y) == self.batch_size)
+        loss = F.cross_entropy(logits.float(), y)
+        # remember the first step whose loss is NaN or infinite, without reading it back
+        t["bad_step"].copy_(torch.where((t["bad_step"] < 0) & ~torch.isfinite(loss.detach()),
+                                        self.step_index, t["bad_step"]))
+        t["loss"].add_(loss.detach() * len(y))
+        t["correct"].add_((logits.detach().argmax(1) == y).sum())
+        if measure_ec:
+            e, c = class_embarrassment(logits.detach(), y, self.n_classes, self.temperature)
+            t["E"].add_(e)
+            t["C"].add_(c)
+        if lr_loss_scale:
+            self.set_lr(self.base_lr * (1 + lr_loss_scale * loss.detach()))
+        loss.backward()
+        if update == SEL:
+            threshold = self.target_gamma(target_sparsity) if target_sparsity is not None else self.gamma
+            t["sparsity"].add_(self.grads.mask_small(threshold))
+            t["gamma"].add_(threshold)
+        elif update == MASKED:
+            self.mask.apply_to_grads()
+            t["sparsity"].add_(self.mask.sparsity)
+        params = self.grads.params
+        with torch.no_grad():
+            torch._foreach_copy_(self.before_views, params)
+        self.optimizer.step()
+        if update == MASKED:
+            self.mask.apply_to_weights()
+        with torch.no_grad():
+            torch._foreach_sub_(self.before_views, params)
+            t["changed"].add_(self.before.count_nonzero() / self.grads.numel)
+        self.grads.zero()
+        self.step_index.add_(1)
+
+    @torch.inference_mode()
+    def evaluate(self) -> torch.Tensor:
+        """Accuracy on the test set, on the held-out subset and per class on the held-out subset,
+        from one pass over the test set (the held-out images are part of it)."""
+        self.model.eval()
+        test = self.test_set
+        correct = []
+        for batch in torch.arange(len(test), device=self.device).split(self.eval_batch_size):
+            with autocast(self.device, self.precision):
+                logits = self._forward(test.plain(batch), len(batch) == self.eval_batch_size)
+            correct.append(logits.argmax(1) == test.y[batch])
+        correct = torch.cat(correct).float()
+        held, held_y = correct[self.held_out], test.y[self.held_out]
+        per_class = torch.zeros(self.n_classes, device=self.device).index_add_(0, held_y, held)
+        per_class /= class_counts(held_y, self.n_classes).clamp(min=1)
+        return torch.cat([correct.mean().view(1), held.mean().view(1), per_class])
