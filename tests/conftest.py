@@ -68,10 +68,26 @@ def tiny_source(tmp_path_factory) -> Path:
     return write_class_folder_tar(path, make_arrays(12, 6))
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory) -> Path:
+    """An empty MLflow store (its schema, set up once: seconds of migrations) for tests to copy;
+    no experiment of ours in it, so each is created where its project's artifacts belong."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture
-def project(tmp_path, tiny_source) -> Path:
-    """A git + DVC repository holding a copy of the project, set to the tiny configuration."""
+def project(request, tmp_path, tiny_source, migrated_store) -> Path:
+    """A git + DVC repository holding a copy of the project, set to the tiny configuration, with
+    an empty MLflow store at its root (git-ignored), unless the test is marked `fresh_store`
+    (it checks how the store is created, or that none is)."""
     repo = tmp_path / "repo"
+    if request.node.get_closest_marker("fresh_store") is None:
+        repo.mkdir()
+        shutil.copy(migrated_store, repo / "mlflow.db")
     for name in PROJECT_FILES:
         src, dst = ROOT / name, repo / name
         dst.parent.mkdir(parents=True, exist_ok=True)

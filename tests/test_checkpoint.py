@@ -156,14 +156,6 @@ def fresh_losses() -> list[float]:
     return losses(run)
 
 
-@pytest.fixture(scope="module")
-def migrated_store(tmp_path_factory):
-    """An empty MLflow store, created once (its schema takes seconds to set up) for each test to copy."""
-    db = tmp_path_factory.mktemp("store") / "mlflow.db"
-    Tracker("x", f"sqlite:///{db}")
-    return db
-
-
 @pytest.fixture
 def tracker(tmp_path, migrated_store):
     shutil.copy(migrated_store, tmp_path / "mlflow.db")

@@ -141,6 +141,7 @@ def test_a_mistyped_key_no_stage_reads_stops_dvc_repro_before_any_work(project, 
     assert f"error: params: unknown key '{named}'" in out.stdout + out.stderr
 
 
+@pytest.mark.fresh_store  # the queued stages create the store side by side
 def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
     set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"]}})
     git_commit(project, "two experiments")
