@@ -1,5 +1,5 @@
 """Stage calibrate@SEED: data/cifar10.npz -> data/seed<SEED>/gamma.json, SEL's threshold on
-|grad| from that seed's freshly built model.
+|grad| from that seed's scorer (`sort.scorer`, sel/scoring/scorer.py), the one sort scores with.
 
 Usage: python -m pipeline.calibrate SEED
 """

@@ -1,5 +1,5 @@
 """Stage sort@SEED: data/cifar10.npz -> data/seed<SEED>/pools.npz, each class's training images
-easy to hard under that seed's freshly built model.
+easy to hard under that seed's scorer (`sort.scorer`, sel/scoring/scorer.py).
 
 Usage: python -m pipeline.sort SEED
 """

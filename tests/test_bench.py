@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from builders import make_arrays
-from sel.speed.bench import SyncCounter, protocol_work
+from sel.speed.bench import SyncCounter, protocol_work, synthetic, time_original, time_ours
 from sel.data.dataset import Cifar
+from sel.train.device import PYTORCH_DEFAULT_MATH, default_math, exact_fp32, math_settings
 from sel.train.model import fresh_model
 from sel.config.params import Params
 from sel.config.protocols import CPU_SMALL, with_overrides
@@ -55,4 +56,39 @@ def test_bench_reports_both_loops():
         assert case["original_syncs_per_step"] >= 2  # loss.item() and the accuracy, at least
         assert case["ours_img_s"] > 0 and case["original_img_s"] > 0
         assert case["speedup"] == pytest.approx(case["ours_img_s"] / case["original_img_s"], rel=0.05, abs=0.01)
+        assert case["original_math"] == PYTORCH_DEFAULT_MATH  # on a CPU ours runs under them too
+        assert case["ours_math"] == PYTORCH_DEFAULT_MATH
     assert report["matmul_peak_gflops"]["fp32"] > 0 and report["eval"][0]["ours_img_s"] > 0
+
+
+def test_the_default_math_is_a_fresh_processes():
+    code = "import json; from sel.train.device import math_settings; print(json.dumps(math_settings()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == PYTORCH_DEFAULT_MATH
+
+
+def test_each_loop_is_timed_under_its_own_math():
+    """An fp32 Trainer on CUDA turns TF32 off for the whole process; timed after one, the
+    original's loop still runs under PyTorch's defaults, and what each timing set stays in it."""
+    data = synthetic(64 * 6, 100)
+    cpu = torch.device("cpu")
+    with default_math():  # what this test sets stays in it
+        exact_fp32(torch.device("cuda"))  # it only sets the process-wide switches: no GPU needed
+        exact = math_settings()
+        assert exact["cudnn_allow_tf32"] is False
+        *_, original_math = time_original(4, "sel", 1, 1, cpu, data, 1e-4)
+        assert original_math == PYTORCH_DEFAULT_MATH
+        assert math_settings() == exact  # left as it found them
+        *_, ours_math = time_ours(4, "sel", 1, 1, cpu, "fp32", data, 1e-4)
+        assert ours_math == PYTORCH_DEFAULT_MATH  # a CPU Trainer sets nothing
+        assert math_settings() == exact
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_ours_runs_exact_fp32_and_the_original_tf32_convolutions():
+    data, cuda = synthetic(64 * 6, 100), torch.device("cuda")
+    *_, ours_math = time_ours(4, "sel", 1, 1, cuda, "fp32", data, 1e-4)
+    *_, original_math = time_original(4, "sel", 1, 1, cuda, data, 1e-4)
+    assert ours_math["cudnn_allow_tf32"] is False and ours_math["matmul_allow_tf32"] is False
+    assert original_math == PYTORCH_DEFAULT_MATH and original_math["cudnn_allow_tf32"] is True
+    assert math_settings() == PYTORCH_DEFAULT_MATH

@@ -93,6 +93,9 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class SortParams:
+    scorer: str = _knob("independent", "the model sort and calibrate score with: independent (the "
+                        "original's: a draw no experiment starts from) | shared (the experiments' "
+                        "initial weights)", _one_of("independent", "shared"))
     scorer_epochs: int = _knob(0, "dense epochs for the scorer before scoring (0 = fresh model)",
                                _at_least(0))
 
@@ -424,7 +427,7 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
     keys = {
         "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class"],
         "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],
-        "calibrate": ["model", "train.device", "calibrate"],
+        "calibrate": ["model", "train.device", "sort.scorer", "calibrate"],
         "train_dense": experiment,
         "train_sel": experiment + ["sel"],
         "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",

@@ -1,8 +1,20 @@
-"""The scorer of sort and calibrate: the freshly built model of a seed, in exact fp32.
+"""The scorer of sort and calibrate: a freshly built model of a seed, in exact fp32.
 
-Sort and calibrate use the same initial weights as that seed's experiments (a paired
-comparison); fp32 whatever `train.precision` says, because gamma is compared with gradients
-down to 1e-6. `sort.scorer_epochs > 0` trains it densely first.
+Which model (`sort.scorer`):
+
+independent  the original's arrangement. It seeded once and built the scorer first, then every
+             experiment as a later draw of the same stream, so its "easy" images were easy for a
+             model no experiment started from. Here: seed, draw the experiments' initial weights
+             (and drop them), then draw the scorer, the next model of that seeded stream. The
+             experiments keep their initial weights (seed, first draw), so switching between the
+             two arrangements re-runs neither the baseline nor the lottery.
+shared       the paired arrangement: the scorer is the experiments' initial weights, so the first
+             stage trains on the images the starting model itself finds easiest (lower loss
+             there, hence a lower loss-scaled learning rate than the original's first stage).
+
+Sort and calibrate build the same scorer (as the original used one model for both). fp32
+whatever `train.precision` says, because gamma is compared with gradients down to 1e-6.
+`sort.scorer_epochs > 0` trains it densely first (in sort only).
 """
 
 import sys
@@ -10,19 +22,29 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 
 from sel.data.dataset import Cifar
 from sel.train.device import resolve_device
-from sel.train.model import fresh_model
+from sel.train.model import build_model, fresh_model
 from sel.config.params import Params
 from sel.train.training import DENSE, Trainer
 
 
+def scorer_model(params: Params, seed: int, n_classes: int) -> nn.Module:
+    """The scorer's weights under `sort.scorer` (see the module's docstring)."""
+    width, pretrained = params.model.width, params.model.pretrained
+    model = fresh_model(seed, width, pretrained, n_classes)  # the experiments' initial weights
+    if params.sort.scorer == "independent":
+        model = build_model(width, pretrained, n_classes)
+    return model
+
+
 def scoring_trainer(params: Params, data: Cifar, seed: int) -> Trainer:
-    """Reads `model` and `train.device`, and `train.lr` and `train.batch_size` for the scorer's
-    own training (`sort.scorer_epochs`)."""
+    """Reads `model`, `sort.scorer` and `train.device`, and `train.lr` and `train.batch_size`
+    for the scorer's own training (`sort.scorer_epochs`)."""
     device = resolve_device(params.train.device)
-    model = fresh_model(seed, params.model.width, params.model.pretrained, len(data.classes))
+    model = scorer_model(params, seed, len(data.classes))
     return Trainer(model, data, np.arange(0), device=device, precision="fp32", lr=params.train.lr,
                    batch_size=params.train.batch_size, eval_batch_size=256, seed=seed)
 

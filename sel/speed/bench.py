@@ -7,7 +7,11 @@ on the same model width, batch size and device. Prints JSON.
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
 GFLOP/s beside a matmul peak measured on the same device; evaluation throughput of both; and
-the projected wall time of the full protocol and of `cpu-small` for both loops. On a CUDA device
+the projected wall time of the full protocol and of `cpu-small` for both loops. Each loop is
+timed under the math it runs with in its own process: the original's under PyTorch's defaults
+(TF32 convolutions on Ampere and later GPUs), ours under what its Trainer sets (exact fp32 when
+the precision is fp32), each starting from the defaults and leaving them as they were; the settings
+each ran with are in the report. On a CUDA device
 our step replayed from a CUDA graph too (`train.cuda_graphs`; a graph per step kind, captured in
 the warm-up, which is lengthened to hold it). `--compile` adds our step under torch.compile,
 `--profile` the share of each operator in our SEL step.
@@ -26,7 +30,7 @@ from sel.speed import original
 from sel.scoring.calibration import calibrate_gamma
 from sel.method.curriculum import Pools
 from sel.data.dataset import Cifar, held_out_indices
-from sel.train.device import describe, native_bf16, resolve_device, resolve_precision
+from sel.train.device import default_math, describe, math_settings, native_bf16, resolve_device, resolve_precision
 from sel.experiments.plan import plan
 from sel.method.flops import flops_per_image
 from sel.train.graphs import WARMUP_STEPS
@@ -83,31 +87,33 @@ def _epoch(trainer, idx, update, gamma):
 
 def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False,
               cuda_graphs=False):
-    """(images per second, host syncs per step) of our loop; a compile or a capture happens in
-    the warm-up."""
-    trainer = _ours(width, device, precision, data, use_compile, cuda_graphs)
+    """(images per second, host syncs per step, math settings) of our loop, under the math its
+    Trainer sets; a compile or a capture happens in the warm-up."""
     if cuda_graphs:
         warmup = max(warmup, WARMUP_STEPS + 1)
-    idx = torch.arange(BATCH * max(steps, warmup), device=device)
-    _epoch(trainer, idx[:BATCH * warmup], update, gamma).tolist()
-    idx = idx[:BATCH * steps]
-    with SyncCounter() as counter:
-        _epoch(trainer, idx[:BATCH * 3], update, gamma)
-    _sync(device)
-    started = time.perf_counter()
-    _epoch(trainer, idx, update, gamma).tolist()
-    return BATCH * steps / (time.perf_counter() - started), counter.count / 3
+    with default_math():
+        trainer = _ours(width, device, precision, data, use_compile, cuda_graphs)
+        idx = torch.arange(BATCH * max(steps, warmup), device=device)
+        _epoch(trainer, idx[:BATCH * warmup], update, gamma).tolist()
+        idx = idx[:BATCH * steps]
+        with SyncCounter() as counter:
+            _epoch(trainer, idx[:BATCH * 3], update, gamma)
+        _sync(device)
+        started = time.perf_counter()
+        _epoch(trainer, idx, update, gamma).tolist()
+        return BATCH * steps / (time.perf_counter() - started), counter.count / 3, math_settings()
 
 
 def profile_ours(width, steps, device, precision, data, gamma, top=10) -> list[dict]:
     """Share of the time of our SEL steps per operator (torch.profiler, self time)."""
     from torch.profiler import profile
 
-    trainer = _ours(width, device, precision, data)
-    idx = torch.arange(BATCH * steps, device=device)
-    _epoch(trainer, idx[:BATCH * 3], SEL, gamma).tolist()
-    with profile() as prof:
-        _epoch(trainer, idx, SEL, gamma).tolist()
+    with default_math():
+        trainer = _ours(width, device, precision, data)
+        idx = torch.arange(BATCH * steps, device=device)
+        _epoch(trainer, idx[:BATCH * 3], SEL, gamma).tolist()
+        with profile() as prof:
+            _epoch(trainer, idx, SEL, gamma).tolist()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
@@ -115,36 +121,40 @@ def profile_ours(width, steps, device, precision, data, gamma, top=10) -> list[d
 
 
 def time_original(width, update, steps, warmup, device, data, gamma):
-    """(images per second, host syncs per step) of the original's loop, steady state."""
-    model = fresh_model(0, width, False, 10).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = iter(original.loader(data.x_train, data.y_train, train=True))
-    g = gamma if update == SEL else None
-    for _ in range(warmup):
-        original.train_step(model, optimizer, *next(batches), device, g)
-    with SyncCounter() as counter:
-        for _ in range(3):
+    """(images per second, host syncs per step, math settings) of the original's loop, steady
+    state, under PyTorch's default math, as the original ran."""
+    with default_math():
+        model = fresh_model(0, width, False, 10).to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        batches = iter(original.loader(data.x_train, data.y_train, train=True))
+        g = gamma if update == SEL else None
+        for _ in range(warmup):
             original.train_step(model, optimizer, *next(batches), device, g)
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        original.train_step(model, optimizer, *next(batches), device, g)
-    _sync(device)
-    return BATCH * steps / (time.perf_counter() - started), counter.count / 3
+        with SyncCounter() as counter:
+            for _ in range(3):
+                original.train_step(model, optimizer, *next(batches), device, g)
+        _sync(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            original.train_step(model, optimizer, *next(batches), device, g)
+        _sync(device)
+        return BATCH * steps / (time.perf_counter() - started), counter.count / 3, math_settings()
 
 
 def eval_rates(width, device, precision, data, held_per_class):
     """Images per second evaluated by our loop (one pass over the test set) and by the original's
-    (a pass over the test set, then one over the held-out subset)."""
+    (a pass over the test set, then one over the held-out subset), each under its own math."""
     held = held_out_indices(data.y_test, held_per_class, 10)
-    trainer = Trainer(fresh_model(0, width, False, 10), data, held, device=device, precision=precision,
-                      lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0)
-    trainer.evaluate().tolist()
-    ours = len(data.y_test) / _median_seconds(lambda: trainer.evaluate().tolist())
-    model = fresh_model(0, width, False, 10).to(device)
-    test = original.loader(data.x_test, data.y_test, train=False)
-    held_loader = original.loader(data.x_test[held], data.y_test[held], train=False)
-    seconds = _median_seconds(lambda: original.evaluate(model, test, held_loader, device))
+    with default_math():
+        trainer = Trainer(fresh_model(0, width, False, 10), data, held, device=device, precision=precision,
+                          lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0)
+        trainer.evaluate().tolist()
+        ours = len(data.y_test) / _median_seconds(lambda: trainer.evaluate().tolist())
+    with default_math():
+        model = fresh_model(0, width, False, 10).to(device)
+        test = original.loader(data.x_test, data.y_test, train=False)
+        held_loader = original.loader(data.x_test[held], data.y_test[held], train=False)
+        seconds = _median_seconds(lambda: original.evaluate(model, test, held_loader, device))
     return ours, (len(data.y_test) + len(held)) / seconds
 
 
@@ -230,24 +240,27 @@ def main(argv=None):
     rates = {}
     for width in args.widths:
         train_gflop = flops_per_image(fresh_model(0, width, False, 10))[0] / 1e9
-        gamma = calibrate_gamma(_ours(width, device, "fp32", data), 128, 40, "train")["gamma"]
+        with default_math():  # its fp32 Trainer's exact_fp32 stays inside
+            gamma = calibrate_gamma(_ours(width, device, "fp32", data), 128, 40, "train")["gamma"]
         for update in (DENSE, SEL):
-            ours, ours_syncs = time_ours(width, update, args.steps, args.warmup, device, precision, data, gamma)
-            orig, orig_syncs = time_original(width, update, args.steps, args.warmup, device, data, gamma)
+            ours, ours_syncs, ours_math = time_ours(width, update, args.steps, args.warmup, device, precision,
+                                                    data, gamma)
+            orig, orig_syncs, orig_math = time_original(width, update, args.steps, args.warmup, device, data, gamma)
             rates[(width, f"ours_{update}")], rates[(width, f"original_{update}")] = ours, orig
             report["cases"].append({
                 "width": width, "step": update, "ours_img_s": round(ours, 1), "original_img_s": round(orig, 1),
                 "speedup": round(ours / orig, 2), "ours_syncs_per_step": ours_syncs,
                 "original_syncs_per_step": orig_syncs, "ours_gflops": round(ours * train_gflop, 1),
-                "original_gflops": round(orig * train_gflop, 1)})
+                "original_gflops": round(orig * train_gflop, 1), "ours_math": ours_math,
+                "original_math": orig_math})
             if device.type == "cuda":
-                graphed, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
+                graphed, _, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
                                        gamma, cuda_graphs=True)
                 rates[(width, f"graphed_{update}")] = graphed
                 report["cases"][-1].update({"ours_graphed_img_s": round(graphed, 1),
                                             "graphed_speedup": round(graphed / orig, 2)})
             if args.compile:
-                compiled, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
+                compiled, _, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
                                         gamma, use_compile=True)
                 report["cases"][-1]["ours_compiled_img_s"] = round(compiled, 1)
             print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""The original benchmark's way of training, re-created for timing only (`python -m sel.speed.bench`).
+"""The original benchmark's way of training, re-created: for timing (`python -m sel.speed.bench`), and
+as the reference our step is held to, step for step (tests/test_fidelity.py).
 
 What it does per step, as its code does: a DataLoader over PIL images with torchvision's
 transforms and two worker processes, fp32 contiguous tensors, stock Adam, `loss.item()` and an
@@ -63,21 +64,25 @@ def sparse_update(model, gamma):
     return 1.0 - kept / max(total, 1)
 
 
-def train_step(model, optimizer, imgs, labels, device, gamma=None, base_lr=1e-3):
-    """One step of the original's dense epoch, or of its SEL epoch when gamma is given."""
+def train_step(model, optimizer, imgs, labels, device, gamma=None, base_lr=1e-3, temperature=1.5):
+    """One step of the original's dense epoch, or of its SEL epoch when gamma is given. Returns
+    what its epochs sum (loss * images, correct) and, for SEL, the batch's E, C and sparsity:
+    the fidelity tests compare our step with it (tests/test_fidelity.py)."""
     imgs, labels = imgs.to(device), labels.to(device)
     optimizer.zero_grad()
     outputs = model(imgs)
     loss = F.cross_entropy(outputs, labels)
+    e = c = sparsity = None
     if gamma is not None:
-        embarrassment(outputs.detach(), labels)
+        e, c = embarrassment(outputs.detach(), labels, temperature=temperature)
         for group in optimizer.param_groups:
             group["lr"] = base_lr * (1.0 + 2.0 * loss.item())
     loss.backward()
     if gamma is not None:
-        sparse_update(model, gamma)
+        sparsity = sparse_update(model, gamma)
     optimizer.step()
-    return loss.item() * labels.size(0), (outputs.argmax(1) == labels).sum().item()
+    return {"loss": loss.item() * labels.size(0), "correct": (outputs.argmax(1) == labels).sum().item(),
+            "E": e, "C": c, "sparsity": sparsity}
 
 
 @torch.no_grad()

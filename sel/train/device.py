@@ -73,10 +73,42 @@ def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format
 
 
 def exact_fp32(device: torch.device) -> None:
-    """fp32 means fp32: CUDA would otherwise run convolutions in TF32 (10-bit mantissa)."""
+    """fp32 means fp32: CUDA would otherwise run convolutions in TF32 (10-bit mantissa). The
+    switches are process-wide: whatever runs after in the process runs without TF32 too."""
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+# What a fresh PyTorch process computes fp32 with on CUDA: TF32 in cuDNN's convolutions, exact
+# fp32 in matmuls (tests/test_bench.py checks these against a fresh process).
+PYTORCH_DEFAULT_MATH = {"cudnn_allow_tf32": True, "matmul_allow_tf32": False,
+                        "float32_matmul_precision": "highest"}
+
+
+def math_settings() -> dict:
+    """The process-wide switches that decide how fp32 arithmetic runs on CUDA (TF32 or not)."""
+    return {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def _set_math(settings: dict) -> None:
+    torch.backends.cudnn.allow_tf32 = settings["cudnn_allow_tf32"]
+    torch.backends.cuda.matmul.allow_tf32 = settings["matmul_allow_tf32"]
+    torch.set_float32_matmul_precision(settings["float32_matmul_precision"])  # after: it wins
+
+
+@contextlib.contextmanager
+def default_math():
+    """PyTorch's default math for the block, whatever ran before set (an fp32 Trainer's
+    `exact_fp32`); the settings from before come back after, so what the block sets stays in it."""
+    before = math_settings()
+    _set_math(PYTORCH_DEFAULT_MATH)
+    try:
+        yield
+    finally:
+        _set_math(before)
 
 
 def autocast(device: torch.device, precision: str):
