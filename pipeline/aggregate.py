@@ -5,43 +5,18 @@ same, long, for `dvc plots`), and one MLflow run `aggregate` holding them, in an
 experiment of its own (`<mlflow.experiment>-aggregate`) so that it stays out of the training
 runs' tables and charts."""
 
-import json
 from pathlib import Path
 
-import pandas as pd
-
 from sel.core.cli import stage
-from sel.core.errors import SelError
-from sel.core.files import json_text, run_outputs, staged_outputs
+from sel.core.files import json_text, staged_outputs
 from sel.config.params import load_params
 from sel.report.summary import classes_of, headline, long_curves, markdown, mean_curves, mlflow_metrics, summarise
+from sel.report.runs import protocol, read_runs
 from sel.report.results_page import class_rows, write_results_page
 from sel.report.summary_figure import summary_figure
 from sel.track.tracking import Tracker, run_tags
 
 OUT = Path("metrics")
-
-
-def read_runs(names, seeds) -> tuple[dict, dict]:
-    """({experiment: {seed: summary}}, {experiment: {seed: history}}) of every run listed."""
-    summaries, histories = {}, {}
-    for name in names:
-        for seed in seeds:
-            _, history, summary = run_outputs(name, seed)
-            if not summary.exists():
-                raise SelError(f"missing {summary}: run `dvc repro` (its train stage has not run)")
-            summaries.setdefault(name, {})[seed] = json.loads(summary.read_text())
-            histories.setdefault(name, {})[seed] = pd.read_csv(history)
-    return summaries, histories
-
-
-def protocol(summaries: dict, seeds: list[int]) -> str:
-    """One line naming what was run: data, model, device, seeds and each experiment's epochs."""
-    first = summaries[next(iter(summaries))][seeds[0]]
-    epochs = ", ".join(f"{name} {by_seed[seeds[0]]['epochs']}" for name, by_seed in summaries.items())
-    return (f"Data: {first['data_variant']}; ResNet-18 width {first['model_width']}, pretrained "
-            f"{first['pretrained']}; device {first['device']}, precision {first['precision']}; "
-            f"seeds {', '.join(map(str, seeds))}; epochs recorded: {epochs}.")
 
 
 @stage
