@@ -1,6 +1,6 @@
 """The training stage, one experiment at one seed: its plan, its checkpoint (resume after a kill
 into the same MLflow run), its MLflow run, and its outputs (model, history, summary), written
-all or none. `pipeline/train.py` (DVC) and the sweep's trials call `train_experiment`.
+all or none. `pipeline/train.py` calls `train_experiment`, for DVC and for the sweep's trials.
 
 Imports that only the end of a run needs (pandas, matplotlib) are made there, so that a stage
 starts training without paying for them first.

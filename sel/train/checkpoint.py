@@ -24,7 +24,7 @@ import torch
 from sel.core.files import anchored, locked, remove_stale_partials
 
 FORMAT = 3
-# what pipeline/train.py reads back: the owner, its own keys, ExperimentRun's and Trainer's state_dict
+# what the training stage (sel/experiments/stage.py) reads back: the owner, its own keys, ExperimentRun's and Trainer's state_dict
 REQUIRED = {"owner": {"experiment": {}, "configuration": {}}, "mlflow_run_id": {},
             "run": {"done": {}, "rows": {}, "totals": {}, "trainer": {
                 "model": {}, "optimizer": {}, "mask": {}, "generator": {}, "torch_rng": {}}}}
