@@ -61,9 +61,9 @@ def set_params(repo: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory) -> Path:
-    """A class-folder .tar.gz of 12 training and 6 test images per class."""
+    """A class-folder .tar.gz of 12 training and 6 test images per class (read, never written)."""
     path = tmp_path_factory.mktemp("source") / "tiny-cifar.tar.gz"
     return write_class_folder_tar(path, make_arrays(12, 6))
 
@@ -79,15 +79,13 @@ def migrated_store(tmp_path_factory) -> Path:
     return db
 
 
-@pytest.fixture
-def project(request, tmp_path, tiny_source, migrated_store) -> Path:
-    """A git + DVC repository holding a copy of the project, set to the tiny configuration, with
-    an empty MLflow store at its root (git-ignored), unless the test is marked `fresh_store`
-    (it checks how the store is created, or that none is)."""
-    repo = tmp_path / "repo"
-    if request.node.get_closest_marker("fresh_store") is None:
-        repo.mkdir()
-        shutil.copy(migrated_store, repo / "mlflow.db")
+def git_commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
+
+
+def _tiny_project(repo: Path, source: Path) -> Path:
+    """A git + DVC repository holding a copy of the project, set to the tiny configuration."""
     for name in PROJECT_FILES:
         src, dst = ROOT / name, repo / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +93,35 @@ def project(request, tmp_path, tiny_source, migrated_store) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
-    set_params(repo, merge({"data": {"source": str(tiny_source)}}, TINY))
+    set_params(repo, merge({"data": {"source": str(source)}}, TINY))
     run(["git", "init", "-q", "-b", "main"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], repo)
+    git_commit(repo, "tiny")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def prepared_project(tmp_path_factory, tiny_source) -> Path:
+    """The tiny project with its params checked and its data downloaded (`dvc repro download`,
+    dvc.lock committed), made once: a project copied from it starts where most tests begin."""
+    repo = _tiny_project(tmp_path_factory.mktemp("prepared") / "repo", tiny_source)
+    run(["dvc", "repro", "download"], repo)
+    git_commit(repo, "data")
+    return repo
+
+
+@pytest.fixture
+def project(request, tmp_path, tiny_source, prepared_project, migrated_store) -> Path:
+    """The tiny project, with its data downloaded (a copy of `prepared_project`) unless the test
+    is marked `unprepared` (it watches the first `dvc repro` run every stage), and an empty
+    MLflow store at its root unless it is marked `fresh_store` (it checks how the store is
+    created, or that none is)."""
+    repo = tmp_path / "repo"
+    if request.node.get_closest_marker("unprepared"):
+        _tiny_project(repo, tiny_source)
+    else:  # DVC's state database holds absolute paths: it is rebuilt, not copied
+        shutil.copytree(prepared_project, repo, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
+    if request.node.get_closest_marker("fresh_store") is None:
+        shutil.copy(migrated_store, repo / "mlflow.db")
     return repo
 
 
@@ -113,11 +136,6 @@ def mlflow_runs(repo: Path, experiment: str = "sel-benchmark"):
     for r in client.search_runs([experiment.experiment_id]):
         by_name.setdefault(r.data.tags.get("experiment"), []).append(r)
     return client, by_name
-
-
-def git_commit(repo: Path, message: str) -> None:
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
 
 
 def pytest_collection_modifyitems(items):

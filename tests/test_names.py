@@ -31,6 +31,7 @@ def test_names_that_share_their_keys_are_refused():
         check_names("label_names", ["cat", "dog", "cat"])
 
 
+@pytest.mark.unprepared  # download must be due, so that its not running shows check_params stopped it
 def test_a_shared_params_yaml_cannot_run_a_command_through_dvc_repro(project):
     set_params(project, {"experiments": {EVIL: {"recipe": "dense", "epochs": 1}},
                          "train_stages": {"dense": ["baseline", EVIL]}})

@@ -6,6 +6,7 @@ import json
 import re
 
 import pandas as pd
+import pytest
 
 from browser import drawn_charts, rendered_dom
 from builders import CLASSES
@@ -28,6 +29,7 @@ def stages_of_seed(seed: int) -> set[str]:
             | {f"train_sel@{n}-{seed}" for n in SEL_RUNS})
 
 
+@pytest.mark.unprepared  # its first repro runs every stage
 def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     first = run(["dvc", "repro"], project)
     assert ran_stages(first.stdout) == {"check_params", "download", "aggregate"} | stages_of_seed(42)
