@@ -14,7 +14,7 @@ from conftest import git_commit, mlflow_runs, run
 EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5}
 SEL_RUNS = ("sel95", "warmup_sel", "sel_random_order")
 PER_EPOCH = (["schedule/stage", "acc/train_acc", "loss/train_loss", "acc/test_full", "acc/test_100",
-              "sparsity/sparsity", "sparsity/params_changed", "sparsity/gamma", "compute/time_s",
+              "sparsity/sparsity", "sparsity/params_changed", "sparsity/gamma", "compute/time_s", "compute/train_time_s",
               "compute/flops_proxy_T", "compute/flops_executed_T", "compute/flops_eval_T"]
              + [f"{kind}/{c}" for kind in ("class_acc", "E", "C") for c in CLASSES])
 

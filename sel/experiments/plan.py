@@ -21,7 +21,7 @@ import torch
 
 from sel.method.curriculum import Pools, stage_gamma
 from sel.data.dataset import Cifar, held_out_indices
-from sel.train.device import resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
+from sel.train.device import Stopwatch, resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
 from sel.core.errors import SelError
 from sel.method.flops import flops_per_image, proxy_flops
 from sel.train.model import fresh_model, n_params
@@ -182,8 +182,9 @@ class ExperimentRun:
         self.rows: list[dict] = []
         self.done = 0
         self.totals = {"flops_proxy": 0.0, "flops_executed": 0.0, "flops_eval": 0.0, "time_s": 0.0,
-                       "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0, "wall_s": 0.0}
+                       "train_time_s": 0.0, "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0, "wall_s": 0.0}
         self._indices = {}
+        self.training_clock = Stopwatch(trainer.device)  # training alone, evaluation apart
 
     def remaining(self) -> int:
         return len(self.schedule) - self.done
@@ -203,8 +204,10 @@ class ExperimentRun:
         if phase.update == MASKED and trainer.mask is None:
             trainer.prune_and_rewind(phase.prune_fraction)
             started = time.perf_counter()  # the original starts its clock after the rewind
+        self.training_clock.start()
         sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec,
                                    phase.lr_loss_scale, phase.target_sparsity, phase.lr_decay_steps)
+        self.training_clock.stop()
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
         seconds = time.perf_counter() - started
@@ -221,6 +224,7 @@ class ExperimentRun:
             self.totals["pretrain_flops_executed"] += self.train_flops * images
             self._report(phase, k, None, seconds)
             return None
+        self.totals["train_time_s"] += self.training_clock.seconds()
         row = self._row(phase, train, unpack_evaluation(values[len(sums):]), images, seconds)
         self.rows.append(row)
         self._report(phase, k, row, seconds)
@@ -245,6 +249,7 @@ class ExperimentRun:
                "compute/flops_proxy_T": t["flops_proxy"] / 1e12,
                "compute/flops_executed_T": t["flops_executed"] / 1e12,
                "compute/flops_eval_T": t["flops_eval"] / 1e12, "compute/time_s": t["time_s"],
+               "compute/train_time_s": t["train_time_s"],
                "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / steps,
                "sparsity/gamma": train["gamma"] / steps}
         row.update({f"class_acc/{name}": a for name, a in zip(self.classes, ev["per_class"])})
@@ -300,6 +305,7 @@ class ExperimentRun:
             "compute/flops_executed_T": self.totals["flops_executed"] / 1e12,
             "compute/flops_eval_T": self.totals["flops_eval"] / 1e12,
             "compute/time_s": self.totals["time_s"],
+            "compute/train_time_s": self.totals["train_time_s"],
             "sparsity/sparsity": float(np.mean([r["sparsity/sparsity"] for r in masked])) if masked else 0.0,
             "sparsity/params_changed": (float(np.mean([r["sparsity/params_changed"] for r in masked]))
                                         if masked else 0.0),
