@@ -28,14 +28,14 @@ BATCH = 16
 
 
 def params_with(**experiments):
-    """params.yaml's, tiny, with `experiments` added to train_stages.sel."""
+    """params.yaml's, tiny, with `experiments` (new ones listed under train_stages.sel)."""
     raw = copy.deepcopy(RAW)
     raw["model"] = {"width": 4, "pretrained": False}
     raw["data"] = {"held_out_per_class": 1}
     raw["train"]["batch_size"] = BATCH
     raw["sel"].update(epochs_per_stage=1, samples_per_class=3)
     raw["experiments"].update(experiments)
-    raw["train_stages"]["sel"] += list(experiments)
+    raw["train_stages"]["sel"] += [n for n in experiments if n not in RAW["experiments"]]
     return parse_params(raw)
 
 
@@ -94,9 +94,8 @@ def test_a_fraction_budget_runs_whole_epochs_then_a_seeded_subset():
 
 
 def test_a_budget_named_after_an_experiment_executes_its_flops():
-    """Both tiny runs train; the budgeted dense one executes what the curriculum executed."""
-    params = params_with(dense_at_sel95={"recipe": "dense", "epochs": 30, "lr_schedule": "linear",
-                                         "budget": "sel95"})
+    """Both tiny runs train; params.yaml's dense_at_sel95 executes what sel95 executed."""
+    params = params_with()
     sel95, dense = tiny_run(params, "sel95"), tiny_run(params, "dense_at_sel95")
     assert [len(p.indices) for p in dense.phases] == [100, 20]  # windows of 2+3+2+2+3 of 10 per class
     sel95.run()
@@ -131,9 +130,9 @@ def test_bad_budgets_and_schedules_name_the_key(experiment, message):
 
 def test_a_budget_from_a_curriculum_belongs_in_the_stage_that_reads_sel():
     raw = copy.deepcopy(RAW)
-    raw["experiments"]["dense_at_sel95"] = {"recipe": "dense", "budget": "sel95"}
+    raw["train_stages"]["sel"].remove("dense_at_sel95")
     raw["train_stages"]["dense"].append("dense_at_sel95")
-    with pytest.raises(SelError, match="train_stages.dense.2 = 'dense_at_sel95': it reads sel"):
+    with pytest.raises(SelError, match="train_stages.dense.3 = 'dense_at_sel95': it reads sel"):
         parse_params(raw)
     raw["experiments"]["dense_at_sel95"]["budget"] = "baseline"  # a dense budget reads nothing of sel
     parse_params(raw)

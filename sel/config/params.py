@@ -212,7 +212,10 @@ DEFAULT_EXPERIMENTS = {
     "random_subsets": _experiment(order="random", mask=False, loss_scaled_lr=False),
     "baseline_masked": {"recipe": "dense", "epochs": 30, "mask": True},
     "sel95_target": _experiment(gamma_mode="target"),
+    "baseline_linear": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear"},
+    "dense_at_sel95": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "sel95"},
 }
+DENSE_STAGE = ("baseline", "lottery", "baseline_linear")  # the defaults that read nothing of sel.*
 
 DEFAULT_ATTRIBUTION = {
     "sel95_vs_baseline": ("sel95", "baseline"),
@@ -221,6 +224,8 @@ DEFAULT_ATTRIBUTION = {
     "loss_scaled_lr": ("sel95", "sel_constant_lr"),
     "gradient_mask": ("sel95", "sel_dense_grads"),
     "mask_on_baseline": ("baseline_masked", "baseline"),
+    "linear_lr": ("baseline_linear", "baseline"),
+    "sel95_vs_dense_at_its_budget": ("sel95", "dense_at_sel95"),
 }
 
 
@@ -229,9 +234,8 @@ class TrainStagesParams:
     """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
     `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains."""
 
-    dense: tuple[Name, ...] = _knob(lambda: ("baseline", "lottery"),
-                                    "experiments trained by stage train_dense")
-    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in ("baseline", "lottery")),
+    dense: tuple[Name, ...] = _knob(lambda: DENSE_STAGE, "experiments trained by stage train_dense")
+    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in DENSE_STAGE),
                                   "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
 
     def names(self) -> tuple[str, ...]:
