@@ -13,6 +13,7 @@ from sel.report.stats import describe, paired
 METRICS = ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/flops_executed_T",
            "compute/time_s", "compute/train_time_s", "sparsity/sparsity", "sparsity/params_changed", "compute/saved_proxy_pct",
            "compute/saved_executed_pct")
+SECONDS = {"compute/time_s", "compute/train_time_s"}  # shown as whole seconds
 PERCENT = {"acc/test_full", "acc/test_100", "sparsity/sparsity", "sparsity/params_changed"}  # shown as %
 
 # One colour per experiment in every view (summary figure, results page, `dvc plots`, whose
@@ -195,6 +196,7 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
         {"acc/test_full": "Full test", "acc/test_100": "Held-out"}
     columns = {**accuracies, "compute/flops_proxy_T": "FLOPs proxy (T)",
                "compute/flops_executed_T": "Executed FLOPs (T)", "compute/time_s": "Time (s)",
+               "compute/train_time_s": "Training (s)",
                "compute/saved_proxy_pct": "Saved, proxy", "compute/saved_executed_pct": "Saved, executed",
                "sparsity/sparsity": "Grad. sparsity", "sparsity/params_changed": "Params changed"}
     lines = ["# SEL benchmark", "", note, "",
@@ -206,7 +208,7 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
                 "data.test_per_class), so its accuracy is the full test's and has no column of its own."
                 if held_out_is_test_set else ""), ""]
     lines += _table(["System", "n", *columns.values()], [
-        [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k == "compute/time_s" else ".4g")
+        [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k in SECONDS else ".4g")
                                                for k in columns] for e in summary["experiments"]])
     lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", ""]
     lines += _table(["System", *accuracies.values()], [
@@ -224,7 +226,8 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
     lines += _time_to_accuracy_lines(summary.get("time_to_accuracy", []))
     lines += ["", "Executed FLOPs: forward+backward conv/matmul arithmetic measured with "
                   "FlopCounterMode, times images trained (evaluation apart). The proxy is the "
-                  "original's 2 x params x (1 - sparsity) x images.", "",
+                  "original's 2 x params x (1 - sparsity) x images. Time: training and evaluation; "
+                  "Training: the training alone.", "",
               "The original's published table (T4 GPU, ImageNet init, official CIFAR-10):", "",
               "| System | Held-out (100/class) | FLOPs proxy (T) | Time (s) |", "|---|---|---|---|"]
     for name, p in PUBLISHED.items():
@@ -241,7 +244,7 @@ def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
     def spent(r: dict, metric: str) -> str:
         if r[metric] is None:
             return f"not reached ({len(r['reached'])}/{len(r['seeds'])} seeds)"
-        return cell(r[metric], metric, ".0f" if metric == "compute/train_time_s" else ".4g")
+        return cell(r[metric], metric, ".0f" if metric in SECONDS else ".4g")
 
     lines = ["", "## Time to accuracy", "",
              "What each run had spent (cumulative, evaluation apart) at the end of the first epoch whose "
