@@ -157,8 +157,8 @@ class Trainer:
                     target_sparsity: float | None = None, lr_decay_steps: int | None = None) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. `update`: dense, sel (zero |g| <= gamma, or,
         with `target_sparsity`, at the gamma that zeroes that fraction) or masked (lottery).
-        The learning rate is `step_lr`'s. Returns the sums over its
-        steps, on the device (`sums_layout`; `unpack_sums` names them once read back)."""
+        The learning rate is `step_lr`'s, or the base one when neither knob moves it. Returns the
+        sums over its steps, on the device (`sums_layout`; `unpack_sums` names them once read back)."""
         self.model.train()
         self.sums.zero_()
         self.sum_parts["bad_step"].fill_(-1)
