@@ -423,11 +423,11 @@ def _check_together(p: Params):
 
 
 def _check_budget(p: Params, name: str, other: str):
-    """A budget names another experiment, one that is not itself budgeted (no chains, no cycles)."""
+    """A budget names an experiment without a budget of its own: so not itself, no chains, no cycles."""
     key = f"experiments.{name}.budget"
     if other not in p.experiments:
         _fail(key, other, f"no such experiment (experiments: {', '.join(p.experiments)})")
-    if other == name or p.experiments[other].budget is not None:
+    if p.experiments[other].budget is not None:  # itself included
         _fail(key, other, "must name another experiment, one without a budget of its own")
 
 
