@@ -65,6 +65,9 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     assert aggregate.info.status == "FINISHED" and aggregate.info.run_name == "aggregate"
     assert {"summary.png", "summary.svg", "results.html"} <= {a.path for a in client.list_artifacts(aggregate.info.run_id)}
     assert "test_full/sel95.mean" in aggregate.data.metrics
+    # the baseline reaches its own final accuracy (one seed): the histories reach the aggregate
+    assert aggregate.data.metrics["to_acc100/baseline.reached"] == 1
+    assert "## Time to accuracy" in (project / "metrics" / "summary.md").read_text()
     assert len(drawn_charts(rendered_dom(project / "metrics" / "results.html"))) == 13
 
     second = run(["dvc", "repro"], project)
