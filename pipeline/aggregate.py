@@ -25,7 +25,7 @@ def main():
     tracker = Tracker(f"{params.mlflow.experiment}-aggregate")
     names, seeds = params.train_stages.names(), params.seeds
     summaries, histories = read_runs(names, seeds)
-    summary = summarise(summaries, params.attribution)
+    summary = summarise(summaries, params.attribution, histories)
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
     classes = classes_of(curves[names[0]][0])
     variant = summaries[names[0]][seeds[0]]["data_variant"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from conftest import ROOT
-from sel.config.params import Params, stage_keys
+from sel.config.params import Params, plan_reads_sel, stage_keys
 
 STAGES = {name: stage.get("do", stage) for name, stage in  # foreach stages keep theirs under `do`
           yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
@@ -54,9 +54,9 @@ def test_every_stage_lists_the_params_it_reads():
 
 def test_the_default_experiments_sit_in_the_stage_that_depends_on_what_they_read():
     params = Params()
-    assert params.train_stages.dense == ("baseline", "lottery")
-    assert not any(params.experiments[n].reads_sel for n in params.train_stages.dense)
-    assert all(params.experiments[n].reads_sel for n in params.train_stages.sel)
+    assert params.train_stages.dense == ("baseline", "lottery", "baseline_linear")
+    assert not any(plan_reads_sel(params, n) for n in params.train_stages.dense)
+    assert all(plan_reads_sel(params, n) for n in params.train_stages.sel)
     assert set(params.train_stages.names()) == set(params.experiments)
 
 

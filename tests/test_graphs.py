@@ -35,6 +35,8 @@ def every_rule(t: Trainer, epochs: int = 2) -> list[torch.Tensor]:
     sums = []
     for _ in range(epochs):
         sums.append(t.train_epoch(everything, DENSE))
+    for _ in range(epochs):  # a linear lr: each replay reads the run's step count on the device
+        sums.append(t.train_epoch(everything, DENSE, lr_decay_steps=100))
     for gamma in (1e-4, 5e-5):  # a decayed gamma replays the same graph with the new value
         for _ in range(epochs):
             sums.append(t.train_epoch(everything, SEL, gamma, lr_loss_scale=2.0))
@@ -61,9 +63,9 @@ def test_graphed_path_gives_the_eager_numbers_exactly(monkeypatch):
     monkeypatch.setattr(Recorder, "captured", 0)
     cpu = torch.device("cpu")
     eager, graphed = every_rule(trainer(cpu, False)), every_rule(trainer(cpu, True))
-    # dense, SEL with the scaled lr, SEL at a target, and the lottery's masked rule after the new
-    # optimizer of the prune: four captures, each after its warm-up steps
-    assert Recorder.captured == 4
+    # dense, dense with a linear lr, SEL with the scaled lr, SEL at a target, and the lottery's
+    # masked rule after the new optimizer of the prune: five captures, each after its warm-up steps
+    assert Recorder.captured == 5
     assert len(eager) == len(graphed)
     for a, b in zip(eager, graphed):
         assert torch.equal(a, b)

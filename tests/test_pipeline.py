@@ -15,7 +15,7 @@ from conftest import git_commit, mlflow_runs, run
 EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5}
 SEL_RUNS = ("sel95", "warmup_sel", "sel_random_order")
 PER_EPOCH = (["schedule/stage", "acc/train_acc", "loss/train_loss", "acc/test_full", "acc/test_100",
-              "sparsity/sparsity", "sparsity/params_changed", "sparsity/gamma", "compute/time_s",
+              "sparsity/sparsity", "sparsity/params_changed", "sparsity/gamma", "compute/time_s", "compute/train_time_s",
               "compute/flops_proxy_T", "compute/flops_executed_T", "compute/flops_eval_T"]
              + [f"{kind}/{c}" for kind in ("class_acc", "E", "C") for c in CLASSES])
 
@@ -67,6 +67,9 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     assert aggregate.info.status == "FINISHED" and aggregate.info.run_name == "aggregate"
     assert {"summary.png", "summary.svg", "results.html"} <= {a.path for a in client.list_artifacts(aggregate.info.run_id)}
     assert "test_full/sel95.mean" in aggregate.data.metrics
+    # the baseline reaches its own final accuracy (one seed): the histories reach the aggregate
+    assert aggregate.data.metrics["to_acc100/baseline.reached"] == 1
+    assert "## Time to accuracy" in (project / "metrics" / "summary.md").read_text()
     assert len(drawn_charts(rendered_dom(project / "metrics" / "results.html"))) == 13
 
     second = run(["dvc", "repro"], project)

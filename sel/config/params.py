@@ -19,6 +19,7 @@ from sel.config.names import check_name
 
 ORIGINALS = ("baseline", "lottery", "sel95", "warmup_sel")
 RECIPES = ("dense", "lottery", "curriculum")
+LR_SCHEDULES = ("constant", "linear")
 
 # A name that reaches shell commands, paths, MLflow keys and the results page (sel.config.names): the
 # annotation on experiments, train_stages, attribution and curriculum stages.
@@ -139,7 +140,7 @@ class SelParams:
 
 # The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
 RECIPE_KEYS = {
-    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode"},
+    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget"},
     "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
     "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode"},
 }
@@ -165,6 +166,13 @@ class Experiment:
     loss_scaled_lr: bool | None = _knob(None, "lr * (1 + sel.lr_loss_scale * loss) (null: as mask's default)")
     gamma_mode: str | None = _knob(None, "calibrated | target (null: sel.gamma_mode)",
                                    _one_of("calibrated", "target"))
+    lr_schedule: str = _knob("constant", "dense: constant (the original) | linear (to zero over the "
+                             "run's steps, Li et al. 2020)", _one_of(*LR_SCHEDULES))
+    budget: float | str | None = _knob(None, "dense: the training images it may use, as a fraction "
+                                       "of its epochs x images, or an experiment's name (its executed "
+                                       "images); null: all", lambda v: None if isinstance(v, str)
+                                       or 0 < v <= 1 else "must be a fraction in (0, 1] or an "
+                                       "experiment's name")
 
     @property
     def masked(self) -> bool:
@@ -178,6 +186,14 @@ class Experiment:
     def reads_sel(self) -> bool:
         """Whether it reads `sel.*` (and the pools and gamma): the original's dense runs do not."""
         return self.recipe == "curriculum" or self.masked or self.scaled_lr
+
+
+def plan_reads_sel(p: "Params", name: str) -> bool:
+    """Whether experiment `name`'s plan reads `sel.*`: its own recipe does, or its budget is the
+    executed images of a curriculum, whose windows and epochs are `sel.*`."""
+    spec = p.experiments[name]
+    budget = p.experiments.get(spec.budget) if isinstance(spec.budget, str) else None
+    return spec.reads_sel or (budget is not None and budget.recipe == "curriculum")
 
 
 def _experiment(**kw) -> dict:
@@ -196,7 +212,10 @@ DEFAULT_EXPERIMENTS = {
     "random_subsets": _experiment(order="random", mask=False, loss_scaled_lr=False),
     "baseline_masked": {"recipe": "dense", "epochs": 30, "mask": True},
     "sel95_target": _experiment(gamma_mode="target"),
+    "baseline_linear": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear"},
+    "dense_at_sel95": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "sel95"},
 }
+DENSE_STAGE = ("baseline", "lottery", "baseline_linear")  # the defaults that read nothing of sel.*
 
 DEFAULT_ATTRIBUTION = {
     "sel95_vs_baseline": ("sel95", "baseline"),
@@ -205,6 +224,8 @@ DEFAULT_ATTRIBUTION = {
     "loss_scaled_lr": ("sel95", "sel_constant_lr"),
     "gradient_mask": ("sel95", "sel_dense_grads"),
     "mask_on_baseline": ("baseline_masked", "baseline"),
+    "linear_lr": ("baseline_linear", "baseline"),
+    "sel95_vs_dense_at_its_budget": ("sel95", "dense_at_sel95"),
 }
 
 
@@ -213,9 +234,8 @@ class TrainStagesParams:
     """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
     `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains."""
 
-    dense: tuple[Name, ...] = _knob(lambda: ("baseline", "lottery"),
-                                    "experiments trained by stage train_dense")
-    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in ("baseline", "lottery")),
+    dense: tuple[Name, ...] = _knob(lambda: DENSE_STAGE, "experiments trained by stage train_dense")
+    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in DENSE_STAGE),
                                   "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
 
     def names(self) -> tuple[str, ...]:
@@ -388,15 +408,27 @@ def _check_together(p: Params):
             if name in seen:
                 _fail(key, name, "listed twice")
             seen.add(name)
-            if group == "dense" and p.experiments[name].reads_sel:
-                _fail(key, name, "it reads sel.* (curriculum, mask or loss-scaled lr): list it under "
-                      "train_stages.sel, whose stage depends on them")
+            if group == "dense" and plan_reads_sel(p, name):
+                _fail(key, name, "it reads sel.* (curriculum, mask, loss-scaled lr or a curriculum's "
+                      "budget): list it under train_stages.sel, whose stage depends on them")
+    for name, spec in p.experiments.items():
+        if isinstance(spec.budget, str):
+            _check_budget(p, name, spec.budget)
     for factor, pair in p.attribution.items():
         if len(pair) != 2:
             _fail(f"attribution.{factor}", list(pair), "must be [experiment with it, experiment without it]")
         for name in pair:
             if name not in p.experiments:
                 _fail(f"attribution.{factor}", list(pair), f"{name!r} is not an experiment")
+
+
+def _check_budget(p: Params, name: str, other: str):
+    """A budget names an experiment without a budget of its own: so not itself, no chains, no cycles."""
+    key = f"experiments.{name}.budget"
+    if other not in p.experiments:
+        _fail(key, other, f"no such experiment (experiments: {', '.join(p.experiments)})")
+    if p.experiments[other].budget is not None:  # itself included
+        _fail(key, other, "must name another experiment, one without a budget of its own")
 
 
 def parse_params(raw: dict) -> Params:

@@ -3,7 +3,8 @@
 Every experiment is one of three recipes (`sel.config.params.Experiment`), and `plan` turns it into
 phases, each carrying its own update rule, gamma, learning-rate rule and prune:
 
-dense       epochs on every training image (baseline; with `mask`, SEL's mask on that schedule)
+dense       epochs on every training image (baseline; with `mask`, SEL's mask on that schedule;
+            with a `budget`, fewer images, `budget_phases`)
 lottery     dense pre-training (not recorded, as the original), global magnitude prune, rewind,
             masked retraining
 curriculum  an optional dense warm-up on the easiest images of each class (E = C = 0), then the
@@ -20,7 +21,7 @@ import torch
 
 from sel.method.curriculum import Pools, stage_gamma
 from sel.data.dataset import Cifar, held_out_indices
-from sel.train.device import resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
+from sel.train.device import Stopwatch, resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
 from sel.core.errors import SelError
 from sel.method.flops import flops_per_image, proxy_flops
 from sel.train.model import fresh_model, n_params
@@ -40,6 +41,7 @@ class Phase:
     gamma: float | None = None  # sel: the fixed threshold (calibrated mode)
     target_sparsity: float | None = None  # sel: gamma follows the gradients (target mode)
     lr_loss_scale: float = 0.0  # lr * (1 + lr_loss_scale * batch loss)
+    lr_decay_steps: int | None = None  # linear lr: the run's optimizer steps, over which it decays to zero
     prune_fraction: float | None = None  # masked: prune and rewind before its first epoch
     recorded: bool = True  # lottery pre-training is in neither the history, the FLOPs nor the time
     measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
@@ -90,15 +92,53 @@ def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | 
         if phase.epochs and 0 < len(phase.indices) <= batch_size:
             print(f"warning: {name}: {phase.name} has {len(phase.indices)} training images, no more than "
                   f"train.batch_size = {batch_size}: one optimizer step per epoch", file=sys.stderr)
+    if spec.recipe == "dense" and executed_images(phases) > spec.epochs * len(phases[0].indices):
+        raise SelError(f"params: experiments.{name}.budget = {spec.budget!r}: {executed_images(phases)} "
+                       f"training images, more than its {spec.epochs} epochs x {len(phases[0].indices)}")
     if not any(phase.epochs and phase.recorded for phase in phases):
         raise SelError(f"{name}: no epoch to record; give it epochs "
                        f"(experiments.{name}.*, or sel.epochs_per_stage)")
 
 
+def executed_images(phases: list[Phase]) -> int:
+    """Training images the recorded phases run: `compute/flops_executed_T` per image's FLOPs."""
+    return sum(phase.epochs * len(phase.indices) for phase in phases if phase.recorded)
+
+
+def budget_images(spec: Experiment, params: Params, counts: np.ndarray) -> int:
+    """The images a dense run's budget allows: a fraction of its epochs x images, or the executed
+    images of the experiment it names, from that one's plan alone (its windows' sizes depend on
+    the class counts, not on the pools' order nor on gamma), so no run of it is needed."""
+    n_train = int(counts.sum())
+    if not isinstance(spec.budget, str):
+        return round(spec.budget * spec.epochs * n_train)
+    other = params.experiments[spec.budget]
+    sizes_only = Pools(np.arange(n_train), counts)
+    return executed_images(plan(other, params, n_train, sizes_only, gamma=0.0))
+
+
+def budget_phases(images: int, n_train: int, seed: int, **rule) -> list[Phase]:
+    """Budgeted training (Li et al. 2020): the same data, fewer steps. Whole epochs on every image
+    while the budget lasts, then one epoch on a seeded random subset of the images left."""
+    full, part = divmod(images, n_train)
+    subset = np.sort(np.random.default_rng(seed).choice(n_train, part, replace=False))
+    return [Phase("dense", full, np.arange(n_train), 0, **rule)] + \
+        ([Phase("dense_part", 1, subset, 0, **rule)] if part else [])
+
+
+def with_linear_lr(phases: list[Phase], batch_size: int) -> list[Phase]:
+    """Every phase told the run's optimizer steps, over which the learning rate decays to zero."""
+    steps = sum(phase.epochs * math.ceil(len(phase.indices) / batch_size) for phase in phases)
+    for phase in phases:
+        phase.lr_decay_steps = steps
+    return phases
+
+
 def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = None,
-         gamma: float | None = None) -> list[Phase]:
+         gamma: float | None = None, counts: np.ndarray | None = None, seed: int = 0) -> list[Phase]:
     """The phases of an experiment: the one reader of `experiments.*` and `sel.*` for training.
-    `pools`: the curriculum's per-class order (difficulty or random); `gamma`: the calibrated one."""
+    `pools`: the curriculum's per-class order (difficulty or random); `gamma`: the calibrated one;
+    `counts` (images per class) and `seed` (its last epoch's subset): a dense run's budget."""
     sel, everything = params.sel, np.arange(n_train)
     lr_loss_scale = sel.lr_loss_scale if spec.scaled_lr else 0.0
 
@@ -110,7 +150,9 @@ def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = N
         return {"update": SEL, "gamma": stage_gamma(gamma, stage_index, len(sel.stages), sel.gamma_decay)}
 
     if spec.recipe == "dense":
-        return [Phase("dense", spec.epochs, everything, 0, lr_loss_scale=lr_loss_scale, **update(0))]
+        images = spec.epochs * n_train if spec.budget is None else budget_images(spec, params, counts)
+        phases = budget_phases(images, n_train, seed, lr_loss_scale=lr_loss_scale, **update(0))
+        return with_linear_lr(phases, params.train.batch_size) if spec.lr_schedule == "linear" else phases
     if spec.recipe == "lottery":
         return [Phase("pretrain", spec.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
                 Phase("retrain", spec.epochs, everything, 0, MASKED, prune_fraction=spec.prune_fraction)]
@@ -140,8 +182,9 @@ class ExperimentRun:
         self.rows: list[dict] = []
         self.done = 0
         self.totals = {"flops_proxy": 0.0, "flops_executed": 0.0, "flops_eval": 0.0, "time_s": 0.0,
-                       "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0, "wall_s": 0.0}
+                       "train_time_s": 0.0, "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0, "wall_s": 0.0}
         self._indices = {}
+        self.training_clock = Stopwatch(trainer.device)  # training alone, evaluation apart
 
     def remaining(self) -> int:
         return len(self.schedule) - self.done
@@ -161,8 +204,10 @@ class ExperimentRun:
         if phase.update == MASKED and trainer.mask is None:
             trainer.prune_and_rewind(phase.prune_fraction)
             started = time.perf_counter()  # the original starts its clock after the rewind
+        self.training_clock.start()
         sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec,
-                                   phase.lr_loss_scale, phase.target_sparsity)
+                                   phase.lr_loss_scale, phase.target_sparsity, phase.lr_decay_steps)
+        self.training_clock.stop()
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
         seconds = time.perf_counter() - started
@@ -179,6 +224,7 @@ class ExperimentRun:
             self.totals["pretrain_flops_executed"] += self.train_flops * images
             self._report(phase, k, None, seconds)
             return None
+        self.totals["train_time_s"] += self.training_clock.seconds()
         row = self._row(phase, train, unpack_evaluation(values[len(sums):]), images, seconds)
         self.rows.append(row)
         self._report(phase, k, row, seconds)
@@ -203,6 +249,7 @@ class ExperimentRun:
                "compute/flops_proxy_T": t["flops_proxy"] / 1e12,
                "compute/flops_executed_T": t["flops_executed"] / 1e12,
                "compute/flops_eval_T": t["flops_eval"] / 1e12, "compute/time_s": t["time_s"],
+               "compute/train_time_s": t["train_time_s"],
                "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / steps,
                "sparsity/gamma": train["gamma"] / steps}
         row.update({f"class_acc/{name}": a for name, a in zip(self.classes, ev["per_class"])})
@@ -258,6 +305,7 @@ class ExperimentRun:
             "compute/flops_executed_T": self.totals["flops_executed"] / 1e12,
             "compute/flops_eval_T": self.totals["flops_eval"] / 1e12,
             "compute/time_s": self.totals["time_s"],
+            "compute/train_time_s": self.totals["train_time_s"],
             "sparsity/sparsity": float(np.mean([r["sparsity/sparsity"] for r in masked])) if masked else 0.0,
             "sparsity/params_changed": (float(np.mean([r["sparsity/params_changed"] for r in masked]))
                                         if masked else 0.0),

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sel.train.checkpoint import Checkpoint
@@ -21,7 +22,7 @@ from sel.experiments.plan import (ExperimentRun, Phase, check_plan, gamma_mode, 
                           needs_pools, plan)
 from sel.core.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.config.names import label
-from sel.config.params import Experiment, Params, flatten
+from sel.config.params import Experiment, Params, flatten, plan_reads_sel
 from sel.track.tracking import Tracker, run_tags
 from sel.train.training import DENSE
 
@@ -46,7 +47,7 @@ def experiment_for(params: Params, group: str, name: str) -> Experiment:
 def logged_params(params: Params, name: str, spec: Experiment, seed: int, phases: list[Phase]) -> dict:
     """What this run reads, and under the same keys in every run: its recipe resolved (`exp.*`)
     and its epochs (recorded, unrecorded pre-training, masked), whatever params set them."""
-    sections = ["data", "model", "train"] + (["sel", "sort", "calibrate"] if spec.reads_sel else [])
+    sections = ["data", "model", "train"] + (["sel", "sort", "calibrate"] if plan_reads_sel(params, name) else [])
     logged = {k: v for k, v in flatten(params).items() if k.split(".")[0] in sections}
     logged.update({f"exp.{k}": v for k, v in flatten(spec).items()})
     logged.update({"experiment": name, "seed": seed, "epochs": sum(p.epochs for p in phases if p.recorded),
@@ -117,7 +118,8 @@ def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
     data = Cifar.load("data/cifar10.npz")
     provenance = json.loads(Path("data/cifar10.json").read_text())
     inputs, pools, gamma = prepared_inputs(params, spec, data, seed)
-    phases = plan(spec, params, len(data.y_train), pools, gamma)
+    counts = np.bincount(data.y_train, minlength=len(data.classes))
+    phases = plan(spec, params, len(data.y_train), pools, gamma, counts, seed)
     check_plan(name, spec, phases, pools, params.train.batch_size)
     trainer = make_trainer(params, data, spec, seed)
     run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes)

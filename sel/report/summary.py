@@ -1,6 +1,6 @@
 """The benchmark's summary over seeds: per experiment and metric the mean, sd, n and 95%
 interval; each experiment's paired difference to the baseline; the attribution of SEL's
-accuracy gap to its factors (params.yaml `attribution`); mean curves per epoch."""
+accuracy gap to its factors (params.yaml `attribution`); time-to-accuracy; mean curves per epoch."""
 
 import numpy as np
 import pandas as pd
@@ -11,15 +11,17 @@ from sel.report.stats import describe, paired
 # Final-epoch figures of a run's summary.json that the summary describes over seeds.
 # Names are the history's `section/column` (MLflow's chart sections), as in every run.
 METRICS = ("acc/test_full", "acc/test_100", "compute/flops_proxy_T", "compute/flops_executed_T",
-           "compute/time_s", "sparsity/sparsity", "sparsity/params_changed", "compute/saved_proxy_pct",
+           "compute/time_s", "compute/train_time_s", "sparsity/sparsity", "sparsity/params_changed", "compute/saved_proxy_pct",
            "compute/saved_executed_pct")
+SECONDS = {"compute/time_s", "compute/train_time_s"}  # shown as whole seconds
 PERCENT = {"acc/test_full", "acc/test_100", "sparsity/sparsity", "sparsity/params_changed"}  # shown as %
 
 # One colour per experiment in every view (summary figure, results page, `dvc plots`, whose
 # template .dvc/plots/experiments.json lists the same by label): baseline and lottery far apart.
 COLOURS = {"baseline": "#1f77b4", "lottery": "#d62728", "sel95": "#2ca02c", "warmup_sel": "#ff7f0e",
            "baseline_masked": "#9467bd", "sel_dense_grads": "#8c564b", "sel_constant_lr": "#e377c2",
-           "random_subsets": "#7f7f7f", "sel_random_order": "#bcbd22", "sel95_target": "#17becf"}
+           "random_subsets": "#7f7f7f", "sel_random_order": "#bcbd22", "sel95_target": "#17becf",
+           "baseline_linear": "#aec7e8", "dense_at_sel95": "#98df8a"}
 SPARE = ["#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"]  # experiments of your own
 
 
@@ -57,9 +59,40 @@ def per_seed_values(summaries: dict[str, dict[int, dict]]) -> dict[str, dict[str
     return out
 
 
-def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]]) -> dict:
+# Time-to-accuracy (DESIGN.md, "Savings and budgets"): targets as fractions of the dense
+# baseline's final mean full-test accuracy, and what a run had spent when it first reached one.
+TARGETS = (0.90, 0.95, 1.00)
+SPENT = {"compute/flops_executed_T": "Executed FLOPs (T)", "compute/train_time_s": "Training time (s)"}
+
+
+def spent_to_reach(history: pd.DataFrame, accuracy: float) -> dict | None:
+    """Cumulative executed FLOPs and training seconds at the end of the first epoch whose
+    full-test accuracy reached `accuracy`; None: no epoch did."""
+    reached = history[history["acc/test_full"] >= accuracy]
+    return None if reached.empty else {m: float(reached[m].iloc[0]) for m in SPENT}
+
+
+def time_to_accuracy(histories: dict[str, dict[int, pd.DataFrame]], reference: float) -> list[dict]:
+    """Per experiment and target, the seeds that reached it and, when every seed did, the mean
+    and 95% interval of what they spent; a mean over the seeds that happened to get there would
+    flatter a run that mostly does not, so then only the count is given ("not reached")."""
+    rows = []
+    for name, by_seed in histories.items():
+        for fraction in TARGETS:
+            spent = {seed: spent_to_reach(h, fraction * reference) for seed, h in by_seed.items()}
+            reached = [seed for seed, v in spent.items() if v is not None]
+            every = len(reached) == len(spent)
+            rows.append({"experiment": name, "target": fraction, "accuracy": fraction * reference,
+                         "seeds": sorted(spent), "reached": sorted(reached),
+                         **{m: describe(v[m] for v in spent.values()) if every else None for m in SPENT}})
+    return rows
+
+
+def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]],
+              histories: dict[str, dict[int, pd.DataFrame]] | None = None) -> dict:
     """Everything summary.json holds: statistics per experiment and metric, the paired
-    difference of each experiment to the baseline, and the attribution rows."""
+    difference of each experiment to the baseline, the attribution rows and, from the
+    `histories` ({experiment: {seed: history}}), the time to accuracy against the baseline's."""
     values = per_seed_values(summaries)
     experiments = []
     for name, by_metric in values.items():
@@ -75,8 +108,10 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
             diff = paired(values[with_it]["acc/test_full"], values[without_it]["acc/test_full"])
             if diff is not None:
                 rows.append({"factor": factor, "with": with_it, "without": without_it, "acc/test_full": diff})
+    base = values.get("baseline", {}).get("acc/test_full")
+    to_target = time_to_accuracy(histories, describe(base.values())["mean"]) if histories and base else []
     return {"seeds": sorted({s for by_seed in summaries.values() for s in by_seed}),
-            "experiments": experiments, "attribution": rows}
+            "experiments": experiments, "attribution": rows, "time_to_accuracy": to_target}
 
 
 # The few figures per experiment that `dvc exp show` and `dvc metrics diff` compare (DVC shows
@@ -114,6 +149,13 @@ def mlflow_metrics(summary: dict, point: str = "") -> dict:
     for r in summary["attribution"]:
         diff = r["acc/test_full"]
         out.update({f"attribution/{point}{r['factor']}.{k}": diff[k] for k in ("mean", "ci_low", "ci_high", "n")})
+    for r in summary.get("time_to_accuracy", []):
+        section = f"to_acc{round(100 * r['target'])}/{point}{r['experiment']}"
+        out[f"{section}.reached"] = len(r["reached"])
+        for metric in SPENT:
+            if r[metric] is not None:
+                leaf = metric.rpartition("/")[2]
+                out.update({f"{section}.{leaf}.{k}": r[metric][k] for k in ("mean", "ci_low", "ci_high", "n")})
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -154,6 +196,7 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
         {"acc/test_full": "Full test", "acc/test_100": "Held-out"}
     columns = {**accuracies, "compute/flops_proxy_T": "FLOPs proxy (T)",
                "compute/flops_executed_T": "Executed FLOPs (T)", "compute/time_s": "Time (s)",
+               "compute/train_time_s": "Training (s)",
                "compute/saved_proxy_pct": "Saved, proxy", "compute/saved_executed_pct": "Saved, executed",
                "sparsity/sparsity": "Grad. sparsity", "sparsity/params_changed": "Params changed"}
     lines = ["# SEL benchmark", "", note, "",
@@ -165,7 +208,7 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
                 "data.test_per_class), so its accuracy is the full test's and has no column of its own."
                 if held_out_is_test_set else ""), ""]
     lines += _table(["System", "n", *columns.values()], [
-        [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k == "compute/time_s" else ".4g")
+        [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k in SECONDS else ".4g")
                                                for k in columns] for e in summary["experiments"]])
     lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", ""]
     lines += _table(["System", *accuracies.values()], [
@@ -180,15 +223,37 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
         for r in summary["attribution"]:
             lines.append(f"| {r['factor'].replace('_', ' ')} | {label(r['with'])} | {label(r['without'])} | "
                          f"{_points(r['acc/test_full'])} | {r['acc/test_full']['n']} |")
+    lines += _time_to_accuracy_lines(summary.get("time_to_accuracy", []))
     lines += ["", "Executed FLOPs: forward+backward conv/matmul arithmetic measured with "
                   "FlopCounterMode, times images trained (evaluation apart). The proxy is the "
-                  "original's 2 x params x (1 - sparsity) x images.", "",
+                  "original's 2 x params x (1 - sparsity) x images. Time: training and evaluation; "
+                  "Training: the training alone.", "",
               "The original's published table (T4 GPU, ImageNet init, official CIFAR-10):", "",
               "| System | Held-out (100/class) | FLOPs proxy (T) | Time (s) |", "|---|---|---|---|"]
     for name, p in PUBLISHED.items():
         lines.append(f"| {label(name)} | {p['acc/test_100']:.1%} | {p['compute/flops_proxy_T']} | "
                      f"{p['compute/time_s']} |")
     return "\n".join(lines) + "\n"
+
+
+def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
+    """summary.md's time-to-accuracy table: what each run spent to first reach each target."""
+    if not rows:
+        return []
+
+    def spent(r: dict, metric: str) -> str:
+        if r[metric] is None:
+            return f"not reached ({len(r['reached'])}/{len(r['seeds'])} seeds)"
+        return cell(r[metric], metric, ".0f" if metric in SECONDS else ".4g")
+
+    lines = ["", "## Time to accuracy", "",
+             "What each run had spent (cumulative, evaluation apart) at the end of the first epoch whose "
+             "full-test accuracy reached a fraction of the baseline's final mean; a mean needs every "
+             "seed to reach it. Compare a method with the dense run at its budget (params.yaml "
+             "`attribution`).", ""]
+    return lines + _table(["System", "Target", *SPENT.values()], [
+        [label(r["experiment"]), f"{r['target']:.0%} ({r['accuracy']:.1%})"] + [spent(r, m) for m in SPENT]
+        for r in rows])
 
 
 def mean_curves(histories: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,6 +1,7 @@
 """Which device and arithmetic a run uses, resolved once from `train.device` and `train.precision`."""
 
 import contextlib
+import time
 
 import torch
 from torch import nn
@@ -118,6 +119,33 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
+
+
+class Stopwatch:
+    """Seconds between `start` and `stop` of the work queued on `device`, with no sync of its
+    own: on CUDA two events on the stream, read once the epoch's one read back has waited for
+    them; on the CPU, which runs the work as it is queued, the host's clock."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks = []
+
+    def _mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        self.marks = [self._mark()]
+
+    def stop(self) -> None:
+        self.marks.append(self._mark())
+
+    def seconds(self) -> float:
+        begin, end = self.marks
+        return begin.elapsed_time(end) / 1000 if self.cuda else end - begin
 
 
 def describe(device: torch.device) -> str:

@@ -86,6 +86,7 @@ class Trainer:
         self.sum_parts = {name: self.sums[sl] for name, sl in layout.items()}
         self.gamma = torch.zeros((), device=device)
         self.step_index = torch.zeros((), device=device)
+        self.run_step = torch.zeros((), device=device)  # steps of the whole run: t of a decaying lr
         self.mask: Mask | None = None
         self.graphs = StepGraphs(self._step, device) if cuda_graphs else None
         self.optimizer = self.new_optimizer()
@@ -105,7 +106,8 @@ class Trainer:
         """Everything a resumed run needs to go on exactly as an uninterrupted one."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "mask": None if self.mask is None else self.mask.flat,
-                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "run_step": self.run_step.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         """All or nothing: a state that does not fit this trainer (another width's model, say)
@@ -124,6 +126,7 @@ class Trainer:
         if self.graphs is not None:  # the loaded state holds new tensors, and maybe capturable=False
             self.optimizer.param_groups[0]["capturable"] = True
             self.graphs.reset()
+        self.run_step.copy_(state["run_step"])
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
 
@@ -151,20 +154,20 @@ class Trainer:
 
     def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
                     measure_ec: bool = True, lr_loss_scale: float = 0.0,
-                    target_sparsity: float | None = None) -> torch.Tensor:
+                    target_sparsity: float | None = None, lr_decay_steps: int | None = None) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. `update`: dense, sel (zero |g| <= gamma, or,
         with `target_sparsity`, at the gamma that zeroes that fraction) or masked (lottery).
-        The learning rate is lr * (1 + lr_loss_scale * batch loss). Returns the sums over its
-        steps, on the device (`sums_layout`; `unpack_sums` names them once read back)."""
+        The learning rate is `step_lr`'s, or the base one when neither knob moves it. Returns the
+        sums over its steps, on the device (`sums_layout`; `unpack_sums` names them once read back)."""
         self.model.train()
         self.sums.zero_()
         self.sum_parts["bad_step"].fill_(-1)
         self.step_index.zero_()
         if gamma is not None:
             self.gamma.fill_(gamma)
-        if not lr_loss_scale:
+        if not lr_loss_scale and not lr_decay_steps:
             self.set_lr(self.base_lr)
-        rule = (update, measure_ec, lr_loss_scale, target_sparsity)
+        rule = (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps)
         for batch in epoch_order(indices, self.generator).split(self.batch_size):
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
@@ -177,7 +180,7 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor, rule: tuple) -> None:
         """One training step, adding to `self.sums`; reads nothing back to the host, and reads
         no Python value that changes between steps of the same `rule` (a graph replays it)."""
-        update, measure_ec, lr_loss_scale, target_sparsity = rule
+        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps = rule
         t = self.sum_parts
         with autocast(self.device, self.precision):
             logits = self._forward(x, len(y) == self.batch_size)
@@ -191,8 +194,8 @@ class Trainer:
             e, c = class_embarrassment(logits.detach(), y, self.n_classes, self.temperature)
             t["E"].add_(e)
             t["C"].add_(c)
-        if lr_loss_scale:
-            self.set_lr(self.base_lr * (1 + lr_loss_scale * loss.detach()))
+        if lr_loss_scale or lr_decay_steps:
+            self.set_lr(self.step_lr(loss.detach(), lr_loss_scale, lr_decay_steps))
         loss.backward()
         if update == SEL:
             threshold = self.target_gamma(target_sparsity) if target_sparsity is not None else self.gamma
@@ -212,6 +215,14 @@ class Trainer:
             t["changed"].add_(self.before.count_nonzero() / self.grads.numel)
         self.grads.zero()
         self.step_index.add_(1)
+        self.run_step.add_(1)
+
+    def step_lr(self, loss: torch.Tensor, lr_loss_scale: float, lr_decay_steps: int | None) -> torch.Tensor:
+        """lr * (1 - t / T) * (1 + lr_loss_scale * loss) on the device, for step t (0-based) of
+        the run's T = `lr_decay_steps` (None: no decay). The last step runs at lr / T and the
+        line reaches zero as the run ends, so every step moves the weights (Li et al. 2020)."""
+        lr = self.base_lr * (1 + lr_loss_scale * loss)
+        return lr * (1 - self.run_step / lr_decay_steps) if lr_decay_steps else lr
 
     @torch.inference_mode()
     def evaluate(self) -> torch.Tensor:

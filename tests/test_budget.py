@@ -1,0 +1,138 @@
+"""The budget-matched dense control (issue 22): a linear learning rate that reaches zero as the
+run ends, a budget of training images (a fraction, or another experiment's executed images,
+from its plan alone), and bad declarations refused in one line."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from builders import make_arrays
+from conftest import ROOT
+from sel.core.errors import SelError
+from sel.data.dataset import Cifar, held_out_indices
+from sel.experiments.plan import ExperimentRun, check_plan, executed_images, plan
+from sel.method.curriculum import Pools
+from sel.config.params import parse_params
+from sel.speed.bench import SyncCounter
+from sel.train.model import fresh_model
+from sel.train.training import Trainer
+
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+DATA = Cifar(*make_arrays(10, 2))  # 100 training images, 10 per class
+COUNTS = np.bincount(DATA.y_train, minlength=10)
+BATCH = 16
+
+
+def params_with(**experiments):
+    """params.yaml's, tiny, with `experiments` (new ones listed under train_stages.sel)."""
+    raw = copy.deepcopy(RAW)
+    raw["model"] = {"width": 4, "pretrained": False}
+    raw["data"] = {"held_out_per_class": 1}
+    raw["train"]["batch_size"] = BATCH
+    raw["sel"].update(epochs_per_stage=1, samples_per_class=3)
+    raw["experiments"].update(experiments)
+    raw["train_stages"]["sel"] += [n for n in experiments if n not in RAW["experiments"]]
+    return parse_params(raw)
+
+
+def tiny_run(params, name: str) -> ExperimentRun:
+    spec = params.experiments[name]
+    pools = Pools.shuffled(DATA.y_train, 10, seed=42) if spec.recipe == "curriculum" else None
+    phases = plan(spec, params, len(DATA.y_train), pools, 1e-4, COUNTS, seed=42)
+    check_plan(name, spec, phases, pools, BATCH)
+    trainer = Trainer(fresh_model(42, 4, False, 10), DATA, held_out_indices(DATA.y_test, 1, 10),
+                      device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=BATCH,
+                      eval_batch_size=64, seed=42)
+    return ExperimentRun(name, trainer, phases, DATA.classes, out=None)
+
+
+def test_a_linear_learning_rate_runs_its_last_step_at_lr_over_t_and_ends_at_zero():
+    params = params_with(linear={"recipe": "dense", "epochs": 3, "lr_schedule": "linear"})
+    run = tiny_run(params, "linear")
+    steps = 3 * math.ceil(100 / BATCH)
+    assert [p.lr_decay_steps for p in run.phases] == [steps]
+    run.run()
+    trainer = run.trainer
+    assert trainer.run_step.item() == steps  # counted over the run, not reset each epoch
+    last = trainer.optimizer.param_groups[0]["lr"].item()  # the lr the last step ran at
+    assert last == pytest.approx(1e-3 / steps)
+    assert trainer.step_lr(torch.tensor(0.0), 0.0, steps).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_linear_lr_multiplies_the_loss_scaled_one_on_the_device():
+    trainer = tiny_run(params_with(), "baseline").trainer
+    trainer.run_step.fill_(1)
+    with SyncCounter() as counter:
+        lr = trainer.step_lr(torch.tensor(0.5), 2.0, 4)
+    assert counter.count == 0
+    assert lr.item() == pytest.approx(1e-3 * (1 - 1 / 4) * (1 + 2.0 * 0.5))
+    with SyncCounter() as counter:
+        trainer.train_epoch(torch.arange(100), lr_loss_scale=2.0, lr_decay_steps=20)
+    assert counter.count == 0
+
+
+def test_a_constant_schedule_keeps_the_base_lr():
+    run = tiny_run(params_with(), "baseline")
+    assert run.phases[0].lr_decay_steps is None
+    run.trainer.train_epoch(torch.arange(100), lr_decay_steps=run.phases[0].lr_decay_steps)
+    assert run.trainer.optimizer.param_groups[0]["lr"].item() == pytest.approx(1e-3)
+
+
+def test_a_fraction_budget_runs_whole_epochs_then_a_seeded_subset():
+    params = params_with(half={"recipe": "dense", "epochs": 3, "budget": 0.5, "lr_schedule": "linear"})
+    phases = plan(params.experiments["half"], params, 100, counts=COUNTS, seed=42)
+    assert [(p.name, p.epochs, len(p.indices)) for p in phases] == [("dense", 1, 100), ("dense_part", 1, 50)]
+    again = plan(params.experiments["half"], params, 100, counts=COUNTS, seed=42)
+    other = plan(params.experiments["half"], params, 100, counts=COUNTS, seed=43)
+    assert np.array_equal(phases[1].indices, again[1].indices)
+    assert not np.array_equal(phases[1].indices, other[1].indices)
+    assert phases[0].lr_decay_steps == phases[1].lr_decay_steps == math.ceil(100 / BATCH) + math.ceil(50 / BATCH)
+
+
+def test_a_budget_named_after_an_experiment_executes_its_flops():
+    """Both tiny runs train; params.yaml's dense_at_sel95 executes what sel95 executed."""
+    params = params_with()
+    sel95, dense = tiny_run(params, "sel95"), tiny_run(params, "dense_at_sel95")
+    assert [len(p.indices) for p in dense.phases] == [100, 20]  # windows of 2+3+2+2+3 of 10 per class
+    sel95.run()
+    dense.run()
+    assert executed_images(dense.phases) == executed_images(sel95.phases) == 120
+    assert dense.summary()["compute/flops_executed_T"] == sel95.summary()["compute/flops_executed_T"] > 0
+
+
+def test_a_budget_larger_than_the_run_is_refused_in_one_line():
+    params = params_with(short={"recipe": "dense", "epochs": 1, "budget": "sel95"})
+    with pytest.raises(SelError) as e:
+        tiny_run(params, "short")
+    assert "experiments.short.budget = 'sel95': 120 training images, more than its 1 epochs x 100" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"recipe": "dense", "budget": 0}, "experiments.x.budget = 0: must be a fraction in (0, 1]"),
+    ({"recipe": "dense", "budget": 1.5}, "experiments.x.budget = 1.5: must be a fraction in (0, 1]"),
+    ({"recipe": "dense", "budget": "nope"}, "experiments.x.budget = 'nope': no such experiment"),
+    ({"recipe": "dense", "budget": "x"}, "experiments.x.budget = 'x': must name another experiment"),
+    ({"recipe": "dense", "budget": "half"}, "experiments.x.budget = 'half': must name another experiment"),
+    ({"recipe": "dense", "lr_schedule": "cosine"}, "experiments.x.lr_schedule = 'cosine': must be one of constant | linear"),
+    ({"recipe": "curriculum", "lr_schedule": "linear"}, "experiments.x.lr_schedule = 'linear': not read by recipe curriculum"),
+    ({"recipe": "lottery", "budget": 0.5}, "experiments.x.budget = 0.5: not read by recipe lottery"),
+])
+def test_bad_budgets_and_schedules_name_the_key(experiment, message):
+    with pytest.raises(SelError) as e:
+        params_with(x=experiment, half={"recipe": "dense", "budget": 0.5})
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_budget_from_a_curriculum_belongs_in_the_stage_that_reads_sel():
+    raw = copy.deepcopy(RAW)
+    raw["train_stages"]["sel"].remove("dense_at_sel95")
+    raw["train_stages"]["dense"].append("dense_at_sel95")
+    with pytest.raises(SelError, match="train_stages.dense.3 = 'dense_at_sel95': it reads sel"):
+        parse_params(raw)
+    raw["experiments"]["dense_at_sel95"]["budget"] = "baseline"  # a dense budget reads nothing of sel
+    parse_params(raw)
