@@ -9,8 +9,9 @@ import pandas as pd
 
 from browser import drawn_charts, rendered_dom
 from builders import CLASSES
-from sel.report.summary import long_curves, mean_curves, summarise
-from sel.report.results_page import charts, class_rows, stage_boundaries, write_results_page
+from sel.report.summary import long_curves, markdown, mean_curves, summarise
+from sel.report.results_page import (charts, class_rows, pareto_front, scatter_rows, stage_boundaries,
+                                     write_results_page)
 from sel.report.summary_figure import summary_figure
 
 RUNS = {"baseline": [0] * 3, "warmup_sel": [0, 1, 1, 2]}  # each run's stage per epoch
@@ -25,7 +26,7 @@ def history(stages: list[int], seed: int, classes=CLASSES) -> pd.DataFrame:
            "sparsity/gamma": rng.uniform(0, 1e-3, n),
            "compute/flops_proxy_T": np.cumsum(rng.uniform(0, 1, n)),
            "compute/flops_executed_T": np.cumsum(rng.uniform(1, 2, n)),
-           "compute/time_s": np.cumsum(rng.uniform(1, 2, n))}
+           "compute/time_s": np.cumsum(rng.uniform(1, 2, n)), "compute/train_time_s": np.cumsum(rng.uniform(0, 1, n))}
     for c in classes:
         measured = np.array(stages) > 0 if stages[-1] else np.ones(n, bool)  # warm-up: E = C = 0
         row[f"class_acc/{c}"] = rng.uniform(0, 1, n)
@@ -41,7 +42,7 @@ def fixture(runs=RUNS, classes=CLASSES):
     summaries = {name: {seed: {k: h[k].iloc[-1] for k in final}
                         for seed, h in by_seed.items()} for name, by_seed in histories.items()}
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
-    return curves, summarise(summaries, {})
+    return curves, summarise(summaries, {}, histories)
 
 
 def every_chart_drawn(curves, summary, classes, page) -> str:
@@ -65,9 +66,36 @@ def test_results_page_draws_every_chart_offline(tmp_path):
     assert "Warmup+SEL" in dom and "protocol line" in dom and "<td>1</td>" in dom
 
 
+def test_the_pareto_fronts_draw_and_the_time_to_accuracy_table_shows(tmp_path):
+    """Accuracy against executed FLOPs and against training time, each with its front as a
+    dashed line (a chart that failed to draw, or drew no front, would show nothing here), and
+    summary.md's time-to-accuracy table under its heading."""
+    curves, summary = fixture()
+    page = tmp_path / "results.html"
+    write_results_page(curves, summary, list(CLASSES), "caption", markdown(summary, "note"), page)
+    dom = every_chart_drawn(curves, summary, list(CLASSES), page)
+    fronts = [svg for svg in drawn_charts(dom) if "Pareto front" in svg]
+    assert len(fronts) == 2 and all('stroke-dasharray="6,3"' in svg for svg in fronts)
+    assert "executed training FLOPs (T)" in fronts[0] and "training time (s)" in fronts[1]
+    section = dom[dom.index("<h2>Time to accuracy</h2>"):]
+    assert "<th>Executed FLOPs (T)</th>" in section and "<td>Warmup+SEL</td><td>90%" in section
+
+
+def test_the_front_is_what_no_other_run_beats_on_both_and_training_time_falls_back():
+    rows = [{"experiment": name, "acc/test_full": acc, "cost": cost}
+            for name, acc, cost in [("cheap", 0.5, 1), ("good", 0.9, 5), ("beaten", 0.8, 6),
+                                    ("tie", 0.9, 5.5), ("cheapest", 0.4, 0.5), ("none", 0.95, None)]]
+    assert pareto_front(rows, "cost") == {"cheap", "good", "cheapest"}
+    _, summary = fixture()  # its summaries lack compute/train_time_s: training time is time_s
+    for row, e in zip(scatter_rows(summary), summary["experiments"]):
+        assert row["train_s"] == e["metrics"]["compute/time_s"]["mean"]
+    summary["experiments"][0]["metrics"]["compute/train_time_s"] = {"mean": 7.0, "ci_low": 6.0, "ci_high": 8.0}
+    assert scatter_rows(summary)[0]["train_s"] == 7.0
+
+
 def test_names_that_read_as_html_draw_like_any_other(tmp_path):
     """The page inlines its data in a <script>: `</script>` would end it there, and `<!--<script`
-    would keep the parser from ending it at all (1 chart of 14 drew). sel.config.names keeps such names
+    would keep the parser from ending it at all (1 chart of 14 drew, before the Pareto fronts). sel.config.names keeps such names
     out of a run; the page must not depend on that (an old run, a hand-written history)."""
     odd = ["<!--<script>", "</script><!--<script a"]
     classes = CLASSES[:8] + odd

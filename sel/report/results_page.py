@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from sel.config.names import label
-from sel.report.summary import colours, ec_measured
+from sel.report.summary import TO_ACCURACY_HEADING, TO_ACCURACY_NOTE, colours, ec_measured
 
 VENDOR = Path(__file__).parents[1] / "vendor"
 SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
@@ -169,18 +169,70 @@ def _point(e: dict, metric: str) -> dict | None:
             "hi": stat["mean"] if hi is None else hi}
 
 
+# The costs final accuracy is drawn against, with its Pareto front: (field, axis title, d3 format).
+# `train_s` is the training alone (`compute/train_time_s`), or training and evaluation
+# (`compute/time_s`) for a run recorded before the two were apart.
+COSTS = [("compute/flops_executed_T", "executed training FLOPs (T)", ".4g"),
+         ("train_s", "training time (s)", ".0f")]
+
+
 def scatter_rows(summary: dict) -> list[dict]:
-    """Per experiment: final accuracy, FLOPs saved (both measures) and time, with 95% intervals."""
+    """Per experiment: final accuracy, FLOPs saved (both measures), executed FLOPs, time and
+    training time, with 95% intervals; `front:<cost>` says whether it is on that cost's
+    Pareto front."""
     out = []
     for e in summary["experiments"]:
         row = {"experiment": e["system"], "n": len(e["seeds"])}
-        for metric in ("acc/test_full", "compute/saved_proxy_pct", "compute/saved_executed_pct",
-                       "compute/time_s"):
-            p = _point(e, metric)
+        points = {m: _point(e, m) for m in ("acc/test_full", "compute/saved_proxy_pct",
+                                            "compute/saved_executed_pct", "compute/time_s",
+                                            "compute/flops_executed_T")}
+        points["train_s"] = _point(e, "compute/train_time_s") or points["compute/time_s"]
+        for metric, p in points.items():
             if p is not None:
                 row.update({metric: p["mean"], f"{metric}_lo": p["lo"], f"{metric}_hi": p["hi"]})
         out.append(row)
+    for cost, *_ in COSTS:
+        front = pareto_front(out, cost)
+        for row in out:
+            row[f"front:{cost}"] = row["experiment"] in front
     return out
+
+
+def pareto_front(rows: list[dict], cost: str) -> set[str]:
+    """The experiments no other beats on both mean accuracy and mean `cost` (at least as good on
+    both, better on one): the cheapest way to each accuracy the benchmark found."""
+    have = [r for r in rows if r.get(cost) is not None and r.get("acc/test_full") is not None]
+
+    def beaten(r, by):
+        return (by["acc/test_full"] >= r["acc/test_full"] and by[cost] <= r[cost]
+                and (by["acc/test_full"] > r["acc/test_full"] or by[cost] < r[cost]))
+
+    return {r["experiment"] for r in have if not any(beaten(r, other) for other in have)}
+
+
+def accuracy_vs_cost(rows: list[dict], systems: list[str], cost: str, title: str, fmt: str) -> dict:
+    """Final accuracy against what training spent, each with its 95% interval, and the Pareto
+    front as a line: top left is best, and a method off the front costs more than some other
+    run that is at least as accurate (budget-matched dense runs included)."""
+    x = {"field": cost, "type": "quantitative", "title": title, "axis": {"format": fmt}}
+    y = {"field": "acc/test_full", "type": "quantitative", "title": "full test accuracy",
+         "axis": {"format": ".0%"}, "scale": {"zero": False}}
+    tooltip = [{"field": "experiment"}, {"field": "n", "title": "seeds"},
+               {"field": "acc/test_full", "format": ".1%"}, {"field": cost, "format": fmt, "title": title},
+               {"field": f"front:{cost}", "title": "on the front"}]
+    front = sorted((r for r in rows if r[f"front:{cost}"]), key=lambda r: r[cost])
+    return {"$schema": SCHEMA, "title": f"Accuracy against {title}: Pareto front (95% intervals)",
+            "width": 420, "height": 260, "data": {"values": rows}, "layer": [
+                {"data": {"values": front}, "mark": {"type": "line", "color": "#555", "strokeDash": [6, 3]},
+                 "encoding": {"x": x, "y": y, "order": {"field": cost, "type": "quantitative"}}},
+                {"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**y, "field": "acc/test_full_lo"},
+                                                        "y2": {"field": "acc/test_full_hi"}, "color": _colour(systems)}},
+                {"mark": {"type": "rule"}, "encoding": {"x": {**x, "field": f"{cost}_lo"}, "x2": {"field": f"{cost}_hi"},
+                                                        "y": y, "color": _colour(systems)}},
+                {"mark": {"type": "point", "filled": True, "size": 90},
+                 "encoding": {"x": x, "y": y, "color": _colour(systems), "tooltip": tooltip}},
+                {"mark": {"type": "text", "align": "left", "dx": 7, "dy": -7, "fontSize": 10},
+                 "encoding": {"x": x, "y": y, "text": {"field": "experiment"}}}]}
 
 
 def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
@@ -238,7 +290,7 @@ def charts(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, 
            for col, title, y_title, fmt in LINES]
     out.insert(4, class_chart(per_class, systems, classes))
     out += [per_class_accuracy(per_class, systems, classes), accuracy_vs_saved(scatter, systems),
-            summary_bars(scatter, systems)]
+            *(accuracy_vs_cost(scatter, systems, *cost) for cost in COSTS), summary_bars(scatter, systems)]
     return out
 
 
@@ -251,15 +303,28 @@ def _script_json(value) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _table(markdown: str) -> str:
-    """The first table of summary.md as HTML."""
-    rows = [line.strip().strip("|").split("|") for line in markdown.splitlines() if line.startswith("|")]
+def _table(markdown: str, heading: str | None = None) -> str:
+    """The first table of summary.md as HTML, or the first under `heading` ("" if it has none):
+    the page shows summary.md's own tables rather than a second rendering of the same numbers."""
+    lines = markdown.splitlines()
+    if heading is not None:
+        lines = lines[lines.index(heading) + 1:] if heading in lines else []
+    rows = [line.strip().strip("|").split("|") for line in lines if line.startswith("|")]
+    if not rows:
+        return ""
     head, body = rows[0], [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
     end = next((i for i, r in enumerate(body) if len(r) != len(head)), len(body))
     def row(cells, tag):
         return "<tr>" + "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in cells) + "</tr>"
 
     return "<table>" + row(head, "th") + "".join(row(r, "td") for r in body[:end]) + "</table>"
+
+
+def _time_to_accuracy(markdown: str) -> str:
+    """summary.md's time-to-accuracy table under a heading of its own, if the summary has one."""
+    table = _table(markdown, TO_ACCURACY_HEADING)
+    return table and (f"<h2>{TO_ACCURACY_HEADING.lstrip('# ')}</h2>\n"
+                      f'<p class="caption">{html.escape(TO_ACCURACY_NOTE)}</p>\n{table}')
 
 
 def write_results_page(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict,
@@ -290,6 +355,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 Dashed rules: stage boundaries. Hover a point for its values; click a legend entry to bring one
 experiment forward (shift-click for several).</p>
 {_table(markdown)}
+{_time_to_accuracy(markdown)}
 <pre id="errors"></pre>
 <div class="charts">
 {divs}

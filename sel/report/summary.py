@@ -248,6 +248,13 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
     return "\n".join(lines) + "\n"
 
 
+TO_ACCURACY_HEADING = "## Time to accuracy"  # the results page finds its table under it
+TO_ACCURACY_NOTE = ("What each run had spent (cumulative, evaluation apart) at the end of the first epoch "
+                    "whose full-test accuracy reached a fraction of the baseline's final mean; a mean needs "
+                    "every seed to reach it. Compare a method with the dense run at its budget (params.yaml "
+                    "`attribution`).")
+
+
 def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
     """summary.md's time-to-accuracy table: what each run spent to first reach each target."""
     if not rows:
@@ -258,11 +265,7 @@ def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
             return f"not reached ({len(r['reached'])}/{len(r['seeds'])} seeds)"
         return cell(r[metric], metric, ".0f" if metric in SECONDS else ".4g")
 
-    lines = ["", "## Time to accuracy", "",
-             "What each run had spent (cumulative, evaluation apart) at the end of the first epoch whose "
-             "full-test accuracy reached a fraction of the baseline's final mean; a mean needs every "
-             "seed to reach it. Compare a method with the dense run at its budget (params.yaml "
-             "`attribution`).", ""]
+    lines = ["", TO_ACCURACY_HEADING, "", TO_ACCURACY_NOTE, ""]
     return lines + _table(["System", "Target", *SPENT.values()], [
         [label(r["experiment"]), f"{r['target']:.0%} ({r['accuracy']:.1%})"] + [spent(r, m) for m in SPENT]
         for r in rows])
