@@ -23,6 +23,7 @@ from sel.experiments.plan import (ExperimentRun, Phase, check_plan, gamma_mode, 
 from sel.core.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.config.names import label
 from sel.config.params import Experiment, Params, flatten, plan_reads_sel
+from sel.track.beside import Beside
 from sel.track.tracking import Tracker, run_tags
 from sel.train.training import DENSE
 
@@ -60,12 +61,13 @@ def logged_params(params: Params, name: str, spec: Experiment, seed: int, phases
 
 
 def open_run(tracker: Tracker, run: ExperimentRun, checkpoint: Checkpoint, name: str, params: dict,
-             tags: dict) -> bool:
+             tags: dict) -> dict | None:
     """Start this training's MLflow run, or, from a checkpoint, go on with the run it names:
     restore the training state and log the epochs that finished before the kill but not yet
     reached the store, so that every epoch is there exactly once. A checkpoint not to resume
     from (another's, or one that does not load) is set aside and the run it names left alone;
-    a run of this training whose process died is ended by `tracker.start`. True if resumed."""
+    a run of this training whose process died is ended by `tracker.start`. The checkpoint's
+    state if resumed, else None."""
     state = checkpoint.resume(run)
     held = None if state is None else tracker.resume(state["mlflow_run_id"], tags)
     if held is None:
@@ -73,7 +75,7 @@ def open_run(tracker: Tracker, run: ExperimentRun, checkpoint: Checkpoint, name:
     for row in run.rows:
         if held is None or row["epoch"] not in held:
             tracker.log_metrics(metrics(run, row), step=row["epoch"])
-    return state is not None
+    return state
 
 
 def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
@@ -132,21 +134,25 @@ def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
     tags = {**run_tags(name, provenance, str(trainer.device), trainer.precision), "seed": seed}
 
     def save_checkpoint():
-        checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id})
+        checkpoint.save({"run": run.state_dict(), "mlflow_run_id": tracker.run_id, "beside": beside.state()})
 
     def after_epoch(run, row):
+        beside.sample()
         save_checkpoint()
         if row:
             tracker.log_metrics(metrics(run, row), step=row["epoch"])
 
     with tracker.recording():
         resumed = open_run(tracker, run, checkpoint, f"{name}@{seed}", logged, tags)
+        beside = Beside(resumed and resumed.get("beside"))  # what the run's first part saw, if resumed
         save_checkpoint()  # from here on a kill, even in the first epoch, resumes into this run
         if resumed:
             print(f"[{run.name}] resuming after epoch {run.done}/{len(run.schedule)} from "
                   f"{checkpoint.path}", file=sys.stderr)
         run.run(on_epoch=after_epoch)
-        summary = {**run.summary(), "experiment": name, "seed": seed, "recipe": spec.recipe,
+        tracker.set_tags(beside.tags())
+        tracker.log_metrics({"compute/beside_max": beside.peak}, step=len(run.rows))
+        summary = {**run.summary(), **beside.summary(), "experiment": name, "seed": seed, "recipe": spec.recipe,
                    "gamma": gamma, **resolved,
                    "data_variant": provenance["variant"], "model_width": params.model.width,
                    "pretrained": params.model.pretrained, "mlflow_run_id": tracker.run_id}

@@ -152,6 +152,12 @@ class Tracker:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
                                                     for k, v in values.items()])
 
+    def set_tags(self, tags: dict) -> None:
+        """Tags known only once the run has trained (what ran beside it)."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def log_artifacts(self, *paths: Path) -> None:
         for path in paths:
             self.client.log_artifact(self.run_id, str(path))

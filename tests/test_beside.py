@@ -1,0 +1,80 @@
+"""Wall-clock that can be trusted (issue 22): a training run records what other training ran on
+its host beside it (summary.json `compute/beside_max` and `beside`, the MLflow tag `sel.beside`),
+found among real processes; its own, its ancestors' and its workers' command lines are not others."""
+
+import ast
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from builders import make_arrays
+from conftest import ROOT, TINY, merge
+from sel.data.dataset import Cifar
+from sel.track.beside import training_beside, training_name
+
+SLEEP = "import time; time.sleep(120)"
+
+
+@pytest.fixture
+def other_training():
+    """A process that looks like another stage's training (`-m pipeline.train dense other 7` in
+    its argv), started detached (through a shell that exits) so it is no descendant of the test."""
+    out = subprocess.run(["sh", "-c", f"{sys.executable} -c '{SLEEP}' -m pipeline.train dense other 7 "
+                                      ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True)
+    pid = int(out.stdout)
+    yield pid
+    os.kill(pid, signal.SIGTERM)
+
+
+def test_names_of_what_trains():
+    assert training_name(["python", "-m", "pipeline.train", "sel", "sel95", "42"]) == "sel95@42"
+    assert training_name(["timeout", "9", "python", "-m", "sel.speed.bench", "--widths", "16"]) == "sel.speed.bench"
+    assert training_name(["/bin/sh", "-c", "python -m pipeline.train dense baseline 42"]) is None  # DVC's shell
+    assert training_name(["python", "-m", "pipeline.aggregate"]) is None
+
+
+def test_another_training_is_seen_and_its_own_family_is_not(other_training):
+    """Checked from a process that is itself a training's child (a DataLoader worker carries the
+    command line of its run) under a training parent: neither of them is `beside`."""
+    child = "from sel.track.beside import training_beside; print(training_beside())"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}, 'pipeline.train', 'dense', 'mine', '1'])"
+    out = subprocess.run([sys.executable, "-c", parent, "-m", "pipeline.train", "dense", "mine", "1"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    seen = ast.literal_eval(out.stdout)
+    assert seen.count("other@7") == 1 and "mine@1" not in seen
+    worker = subprocess.Popen([sys.executable, "-c", SLEEP, "-m", "pipeline.train", "dense", "worker", "2"])
+    try:
+        assert "other@7" in training_beside() and "worker@2" not in training_beside()
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_a_tiny_run_records_what_trained_beside_it(tmp_path, monkeypatch, other_training, migrated_store):
+    """A real training run, at the library level (no DVC): summary.json and the MLflow run say
+    that `other@7` trained beside it."""
+    from mlflow import MlflowClient
+
+    from sel.config.params import load_params
+    from sel.experiments.stage import train_experiment
+
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "data").mkdir()
+    Cifar(*make_arrays(4, 6)).save(tmp_path / "data" / "cifar10.npz")
+    (tmp_path / "data" / "cifar10.json").write_text(json.dumps({"variant": "tiny"}))
+    shutil.copy(migrated_store, tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    summary = train_experiment(load_params(), "dense", "baseline", 42)
+    assert summary["compute/beside_max"] >= 1 and "other@7" in summary["beside"]
+    written = json.loads((tmp_path / "metrics/runs/baseline/seed42/summary.json").read_text())
+    assert written["beside"] == summary["beside"]
+    tags = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(summary["mlflow_run_id"]).data.tags
+    assert "other@7" in tags["sel.beside"].split(", ")
