@@ -16,6 +16,7 @@ import yaml
 from builders import make_arrays
 from conftest import ROOT, TINY, merge
 from sel.data.dataset import Cifar
+from sel.report.summary import markdown, summarise
 from sel.track.beside import training_beside, training_name
 
 SLEEP = "import time; time.sleep(120)"
@@ -78,3 +79,20 @@ def test_a_tiny_run_records_what_trained_beside_it(tmp_path, monkeypatch, other_
     assert written["beside"] == summary["beside"]
     tags = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(summary["mlflow_run_id"]).data.tags
     assert "other@7" in tags["sel.beside"].split(", ")
+
+
+def test_summary_md_marks_the_times_measured_beside_other_training():
+    """The Time and Training columns of an experiment any of whose seeds ran beside other
+    training carry the mark, and a footnote says which seed ran beside what; the others none."""
+    run = {"acc/test_full": 0.5, "acc/test_100": 0.5, "compute/flops_proxy_T": 1.0,
+           "compute/flops_executed_T": 2.0, "compute/time_s": 30.0, "compute/train_time_s": 20.0}
+    summaries = {"baseline": {1: {**run, "beside": []}, 2: run},
+                 "sel95": {1: {**run, "beside": ["lottery@1", "sel.speed.bench"]}, 2: {**run, "beside": []}}}
+    text = markdown(summarise(summaries, {}), "note")
+    rows = {}  # the results table's row of each system (the first table naming it)
+    for line in text.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0].strip("| "), line)
+    assert "30 ± 0 † | 20 ± 0 † |" in rows["SEL-95"] and rows["SEL-95"].count("†") == 2
+    assert "†" not in rows["Baseline"]
+    assert "SEL-95: seed 1 beside lottery@1 sel.speed.bench." in text

@@ -90,14 +90,16 @@ def time_to_accuracy(histories: dict[str, dict[int, pd.DataFrame]], reference: f
 
 def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]],
               histories: dict[str, dict[int, pd.DataFrame]] | None = None) -> dict:
-    """Everything summary.json holds: statistics per experiment and metric, the paired
+    """Everything summary.json holds: statistics per experiment and metric, what other training
+    ran beside its seeds ({seed: names}, from the runs' summaries), the paired
     difference of each experiment to the baseline, the attribution rows and, from the
     `histories` ({experiment: {seed: history}}), the time to accuracy against the baseline's."""
     values = per_seed_values(summaries)
     experiments = []
     for name, by_metric in values.items():
         row = {"experiment": name, "system": label(name), "seeds": sorted(summaries[name]),
-               "metrics": {m: {**describe(v.values()), "values": v} for m, v in by_metric.items() if v}}
+               "metrics": {m: {**describe(v.values()), "values": v} for m, v in by_metric.items() if v},
+               "beside": {seed: s["beside"] for seed, s in summaries[name].items() if s.get("beside")}}
         if name != "baseline" and "baseline" in values:
             row["vs_baseline"] = {m: paired(by_metric[m], values["baseline"][m])
                                   for m in ("acc/test_full", "acc/test_100") if by_metric[m]}
@@ -221,7 +223,9 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
                 if held_out_is_test_set else ""), ""]
     lines += _table(["System", "n", *columns.values()], [
         [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k in SECONDS else ".4g")
+                                               + (BESIDE_MARK if k in SECONDS and e.get("beside") else "")
                                                for k in columns] for e in summary["experiments"]])
+    lines += _beside_lines(summary["experiments"])
     lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", ""]
     lines += _table(["System", *accuracies.values()], [
         [e["system"]] + [_points(e["vs_baseline"].get(k)) for k in accuracies]
@@ -253,6 +257,22 @@ TO_ACCURACY_NOTE = ("What each run had spent (cumulative, evaluation apart) at t
                     "whose full-test accuracy reached a fraction of the baseline's final mean; a mean needs "
                     "every seed to reach it. Compare a method with the dense run at its budget (params.yaml "
                     "`attribution`).")
+
+
+BESIDE_MARK = " †"  # a time measured with other training beside it
+
+
+def _beside_lines(experiments: list[dict]) -> list[str]:
+    """The footnote to the table's times: which seeds trained with other training on the same
+    host (sampled at each epoch end), and what that was; those times are not the method's own."""
+    crowded = [e for e in experiments if e.get("beside")]
+    if not crowded:
+        return []
+    seen = "; ".join(f"{e['system']}: " + ", ".join(f"seed {seed} beside {' '.join(names)}"
+                                                    for seed, names in sorted(e["beside"].items()))
+                     for e in crowded)
+    return ["", f"{BESIDE_MARK.strip()} Time measured with other training running on the same host "
+                f"(at an epoch end) in some seed, so not the run's own: {seen}."]
 
 
 def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
