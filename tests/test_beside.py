@@ -44,7 +44,8 @@ def test_another_training_is_seen_and_its_own_family_is_not(other_training):
     """Checked from a process that is itself a training's child (a DataLoader worker carries the
     command line of its run) under a training parent: neither of them is `beside`."""
     child = "from sel.track.beside import training_beside; print(training_beside())"
-    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}, 'pipeline.train', 'dense', 'mine', '1'])"
+    parent = (f"import subprocess, sys; "
+              f"subprocess.run([sys.executable, '-c', {child!r}, 'pipeline.train', 'dense', 'mine', '1'])")
     out = subprocess.run([sys.executable, "-c", parent, "-m", "pipeline.train", "dense", "mine", "1"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     seen = ast.literal_eval(out.stdout)

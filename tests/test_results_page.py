@@ -95,8 +95,9 @@ def test_the_front_is_what_no_other_run_beats_on_both_and_training_time_falls_ba
 
 def test_names_that_read_as_html_draw_like_any_other(tmp_path):
     """The page inlines its data in a <script>: `</script>` would end it there, and `<!--<script`
-    would keep the parser from ending it at all (1 chart of 14 drew, before the Pareto fronts). sel.config.names keeps such names
-    out of a run; the page must not depend on that (an old run, a hand-written history)."""
+    would keep the parser from ending it at all (1 chart of 14 drew, before the Pareto fronts).
+    sel.config.names keeps such names out of a run; the page must not depend on that (an old
+    run, a hand-written history)."""
     odd = ["<!--<script>", "</script><!--<script a"]
     classes = CLASSES[:8] + odd
     curves, summary = fixture({odd[0]: [0] * 3, odd[1]: [0, 1, 1, 2]}, classes)

@@ -210,53 +210,50 @@ def pareto_front(rows: list[dict], cost: str) -> set[str]:
     return {r["experiment"] for r in have if not any(beaten(r, other) for other in have)}
 
 
-def accuracy_vs_cost(rows: list[dict], systems: list[str], cost: str, title: str, fmt: str) -> dict:
-    """Final accuracy against what training spent, each with its 95% interval, and the Pareto
-    front as a line: top left is best, and a method off the front costs more than some other
-    run that is at least as accurate (budget-matched dense runs included)."""
-    x = {"field": cost, "type": "quantitative", "title": title, "axis": {"format": fmt}}
-    y = {"field": "acc/test_full", "type": "quantitative", "title": "full test accuracy",
-         "axis": {"format": ".0%"}, "scale": {"zero": False}}
+ACCURACY = {"field": "acc/test_full", "type": "quantitative", "title": "full test accuracy",
+            "axis": {"format": ".0%"}, "scale": {"zero": False}}
+
+
+def _accuracy_points(x: dict, fmt: str, systems: list[str], more_tooltip: list[dict] = ()) -> list[dict]:
+    """The layers of one experiment per point, final accuracy against `x`: both 95% intervals as
+    rules, the point with its values on hover, its name beside it."""
+    field, colour = x["field"], _colour(systems)
     tooltip = [{"field": "experiment"}, {"field": "n", "title": "seeds"},
-               {"field": "acc/test_full", "format": ".1%"}, {"field": cost, "format": fmt, "title": title},
-               {"field": f"front:{cost}", "title": "on the front"}]
-    front = sorted((r for r in rows if r[f"front:{cost}"]), key=lambda r: r[cost])
-    return {"$schema": SCHEMA, "title": f"Accuracy against {title}: Pareto front (95% intervals)",
-            "width": 420, "height": 260, "data": {"values": rows}, "layer": [
-                {"data": {"values": front}, "mark": {"type": "line", "color": "#555", "strokeDash": [6, 3]},
-                 "encoding": {"x": x, "y": y, "order": {"field": cost, "type": "quantitative"}}},
-                {"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**y, "field": "acc/test_full_lo"},
-                                                        "y2": {"field": "acc/test_full_hi"}, "color": _colour(systems)}},
-                {"mark": {"type": "rule"}, "encoding": {"x": {**x, "field": f"{cost}_lo"}, "x2": {"field": f"{cost}_hi"},
-                                                        "y": y, "color": _colour(systems)}},
-                {"mark": {"type": "point", "filled": True, "size": 90},
-                 "encoding": {"x": x, "y": y, "color": _colour(systems), "tooltip": tooltip}},
-                {"mark": {"type": "text", "align": "left", "dx": 7, "dy": -7, "fontSize": 10},
-                 "encoding": {"x": x, "y": y, "text": {"field": "experiment"}}}]}
+               {"field": "acc/test_full", "format": ".1%"},
+               {"field": field, "format": fmt, "title": x["title"]}, *more_tooltip]
+    return [{"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**ACCURACY, "field": "acc/test_full_lo"},
+                                                    "y2": {"field": "acc/test_full_hi"}, "color": colour}},
+            {"mark": {"type": "rule"}, "encoding": {"x": {**x, "field": f"{field}_lo"}, "x2": {"field": f"{field}_hi"},
+                                                    "y": ACCURACY, "color": colour}},
+            {"mark": {"type": "point", "filled": True, "size": 90},
+             "encoding": {"x": x, "y": ACCURACY, "color": colour, "tooltip": tooltip}},
+            {"mark": {"type": "text", "align": "left", "dx": 7, "dy": -7, "fontSize": 10},
+             "encoding": {"x": x, "y": ACCURACY, "text": {"field": "experiment"}}}]
 
 
 def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
     """Final accuracy against FLOPs saved, proxy and executed: top right is best."""
     def panel(saved, title):
         x = {"field": saved, "type": "quantitative", "title": title, "scale": {"domain": [-5, 105]}}
-        y = {"field": "acc/test_full", "type": "quantitative", "title": "full test accuracy",
-             "axis": {"format": ".0%"}, "scale": {"zero": False}}
-        tooltip = [{"field": "experiment"}, {"field": "n", "title": "seeds"},
-                   {"field": "acc/test_full", "format": ".1%"}, {"field": saved, "format": ".1f", "title": title}]
-        return {"width": 420, "height": 260, "layer": [
-            {"mark": {"type": "rule"}, "encoding": {"x": x, "y": {**y, "field": "acc/test_full_lo"},
-                                                    "y2": {"field": "acc/test_full_hi"}, "color": _colour(systems)}},
-            {"mark": {"type": "rule"}, "encoding": {"x": {**x, "field": f"{saved}_lo"}, "x2": {"field": f"{saved}_hi"},
-                                                    "y": y, "color": _colour(systems)}},
-            {"mark": {"type": "point", "filled": True, "size": 90},
-             "encoding": {"x": x, "y": y, "color": _colour(systems), "tooltip": tooltip}},
-            {"mark": {"type": "text", "align": "left", "dx": 7, "dy": -7, "fontSize": 10},
-             "encoding": {"x": x, "y": y, "text": {"field": "experiment"}}}]}
+        return {"width": 420, "height": 260, "layer": _accuracy_points(x, ".1f", systems)}
 
     return {"$schema": SCHEMA, "title": "Accuracy against FLOPs saved vs the baseline (95% intervals)",
             "data": {"values": rows},
             "hconcat": [panel("compute/saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
                         panel("compute/saved_executed_pct", "FLOPs saved, executed (%)")]}
+
+
+def accuracy_vs_cost(rows: list[dict], systems: list[str], cost: str, title: str, fmt: str) -> dict:
+    """Final accuracy against what training spent, each with its 95% interval, and the Pareto
+    front as a line: top left is best, and a method off the front costs more than some other
+    run that is at least as accurate (budget-matched dense runs included)."""
+    x = {"field": cost, "type": "quantitative", "title": title, "axis": {"format": fmt}}
+    front = sorted((r for r in rows if r[f"front:{cost}"]), key=lambda r: r[cost])
+    line = {"data": {"values": front}, "mark": {"type": "line", "color": "#555", "strokeDash": [6, 3]},
+            "encoding": {"x": x, "y": ACCURACY, "order": {"field": cost, "type": "quantitative"}}}
+    return {"$schema": SCHEMA, "title": f"Accuracy against {title}: Pareto front (95% intervals)",
+            "width": 420, "height": 260, "data": {"values": rows},
+            "layer": [line, *_accuracy_points(x, fmt, systems, [{"field": f"front:{cost}", "title": "on the front"}])]}
 
 
 def summary_bars(rows: list[dict], systems: list[str]) -> dict:

@@ -45,10 +45,9 @@ def _chain(pid: int, procs: dict[int, tuple[int, list[str]]]) -> list[int]:
     return chain
 
 
-def training_beside(pid: int | None = None) -> list[str]:
+def training_beside() -> list[str]:
     """The names of the other training runs on this host now, one per run."""
-    procs = _processes()
-    pid = pid or os.getpid()
+    procs, pid = _processes(), os.getpid()
     own = set(_chain(pid, procs)) | {p for p in procs if pid in _chain(p, procs)}
     names = {p: training_name(argv) for p, (_, argv) in procs.items() if p not in own}
     training = {p: n for p, n in names.items() if n is not None}
