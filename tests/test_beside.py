@@ -3,6 +3,7 @@ its host beside it (summary.json `compute/beside_max` and `beside`, the MLflow t
 found among real processes; its own, its ancestors' and its workers' command lines are not others."""
 
 import ast
+import io
 import json
 import os
 import shutil
@@ -11,13 +12,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from builders import make_arrays
 from conftest import ROOT, TINY, merge
 from sel.data.dataset import Cifar
 from sel.report.summary import markdown, summarise
-from sel.track.beside import training_beside, training_name
+from sel.track.beside import Beside, training_beside, training_name
 
 SLEEP = "import time; time.sleep(120)"
 
@@ -56,6 +58,18 @@ def test_another_training_is_seen_and_its_own_family_is_not(other_training):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_a_resumed_run_keeps_what_its_first_part_saw(other_training):
+    """The state travels in the checkpoint (loaded with weights_only): after a resume the peak
+    and names of the first part stay, and the new samples add to them."""
+    saved = io.BytesIO()
+    torch.save({"beside": Beside({"peak": 50, "names": ["earlier@3"]}).state()}, saved)
+    saved.seek(0)
+    beside = Beside(torch.load(saved, weights_only=True)["beside"])
+    beside.sample()
+    assert beside.peak == 50 and {"earlier@3", "other@7"} <= set(beside.summary()["beside"])
+    assert beside.tags()["sel.beside"].startswith("earlier@3, ")
 
 
 def test_a_tiny_run_records_what_trained_beside_it(tmp_path, monkeypatch, other_training, migrated_store):
