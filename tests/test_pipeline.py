@@ -48,7 +48,7 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
             first = 2 if name == "warmup_sel" and key.startswith(("E/", "C/")) else 1  # warm-up: no E/C
             assert sorted(steps) == list(range(first, epochs + 1)), (name, key, steps)
         assert {"acc/test_full", "compute/flops_executed_T", "sparsity/sparsity", "E/cat",
-                "class_acc/cat"} <= set(r.data.metrics)
+                "class_acc/cat", "compute/beside_max"} <= set(r.data.metrics) and "sel.beside" in r.data.tags
         assert r.data.params["epochs"] == str(epochs) and "pretrain_epochs" in r.data.params
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"history.csv", "summary.json", f"{name}@42.png"} <= artifacts
@@ -70,7 +70,9 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     # the baseline reaches its own final accuracy (one seed): the histories reach the aggregate
     assert aggregate.data.metrics["to_acc100/baseline.reached"] == 1
     assert "## Time to accuracy" in (project / "metrics" / "summary.md").read_text()
-    assert len(drawn_charts(rendered_dom(project / "metrics" / "results.html"))) == 13
+    assert len(drawn_charts(rendered_dom(project / "metrics" / "results.html"))) == 15
+    assert {"to90_flops_executed_T", "to90_train_time_s"} <= \
+        set(json.loads((project / "metrics" / "headline.json").read_text())["baseline"])
 
     second = run(["dvc", "repro"], project)
     assert ran_stages(second.stdout) == set(), second.stdout
