@@ -110,4 +110,7 @@ def test_summary_md_marks_the_times_measured_beside_other_training():
             rows.setdefault(line.split(" | ")[0].strip("| "), line)
     assert "30 ± 0 † | 20 ± 0 † |" in rows["SEL-95"] and rows["SEL-95"].count("†") == 2
     assert "†" not in rows["Baseline"]
+    # baseline's seed 2 predates the record: its times are marked unknown, not clean
+    assert rows["Baseline"].count(" ?") == 2 and " ?" not in rows["SEL-95"]
+    assert "did not record whether other training ran beside them" in text
     assert "SEL-95: seed 1 beside lottery@1 sel.speed.bench." in text

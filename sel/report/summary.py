@@ -99,7 +99,8 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
     for name, by_metric in values.items():
         row = {"experiment": name, "system": label(name), "seeds": sorted(summaries[name]),
                "metrics": {m: {**describe(v.values()), "values": v} for m, v in by_metric.items() if v},
-               "beside": {seed: s["beside"] for seed, s in summaries[name].items() if s.get("beside")}}
+               "beside": {seed: s["beside"] for seed, s in summaries[name].items() if s.get("beside")},
+               "beside_unknown": sorted(seed for seed, s in summaries[name].items() if "beside" not in s)}
         if name != "baseline" and "baseline" in values:
             row["vs_baseline"] = {m: paired(by_metric[m], values["baseline"][m])
                                   for m in ("acc/test_full", "acc/test_100") if by_metric[m]}
@@ -223,7 +224,7 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
                 if held_out_is_test_set else ""), ""]
     lines += _table(["System", "n", *columns.values()], [
         [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k in SECONDS else ".4g")
-                                               + (BESIDE_MARK if k in SECONDS and e.get("beside") else "")
+                                               + (_time_mark(e) if k in SECONDS else "")
                                                for k in columns] for e in summary["experiments"]])
     lines += _beside_lines(summary["experiments"])
     lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", ""]
@@ -260,19 +261,29 @@ TO_ACCURACY_NOTE = ("What each run had spent (cumulative, evaluation apart) at t
 
 
 BESIDE_MARK = " †"  # a time measured with other training beside it
+UNKNOWN_MARK = " ?"  # a time of a run that did not record what ran beside it
+
+
+def _time_mark(e: dict) -> str:
+    return (BESIDE_MARK if e.get("beside") else "") + (UNKNOWN_MARK if e.get("beside_unknown") else "")
 
 
 def _beside_lines(experiments: list[dict]) -> list[str]:
-    """The footnote to the table's times: which seeds trained with other training on the same
-    host (sampled at each epoch end), and what that was; those times are not the method's own."""
+    """The footnotes to the table's times: which seeds trained with other training on the same
+    host (sampled at each epoch end), and what that was; those times are not the method's own.
+    Runs written before this was recorded are said to be unknown, not clean."""
+    lines = []
     crowded = [e for e in experiments if e.get("beside")]
-    if not crowded:
-        return []
-    seen = "; ".join(f"{e['system']}: " + ", ".join(f"seed {seed} beside {' '.join(names)}"
-                                                    for seed, names in sorted(e["beside"].items()))
-                     for e in crowded)
-    return ["", f"{BESIDE_MARK.strip()} Time measured with other training running on the same host "
-                f"(at an epoch end) in some seed, so not the run's own: {seen}."]
+    if crowded:
+        seen = "; ".join(f"{e['system']}: " + ", ".join(f"seed {seed} beside {' '.join(names)}"
+                                                        for seed, names in sorted(e["beside"].items()))
+                         for e in crowded)
+        lines += ["", f"{BESIDE_MARK.strip()} Time measured with other training running on the same host "
+                      f"(at an epoch end) in some seed, so not the run's own: {seen}."]
+    if any(e.get("beside_unknown") for e in experiments):
+        lines += ["", f"{UNKNOWN_MARK.strip()} These runs did not record whether other training ran "
+                      "beside them (they were made before it was recorded): their times may include it."]
+    return lines
 
 
 def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
