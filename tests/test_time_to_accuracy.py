@@ -12,7 +12,8 @@ import torch
 from builders import make_arrays
 from sel.data.dataset import Cifar, held_out_indices
 from sel.experiments.plan import ExperimentRun, Phase
-from sel.report.summary import headline, markdown, mlflow_metrics, spent_to_reach, summarise
+from sel.report.summary import (_time_to_accuracy_lines, headline, markdown, mlflow_metrics, spent_to_reach,
+                                summarise, time_to_accuracy)
 from sel.train.model import fresh_model
 from sel.train.training import Trainer
 
@@ -88,3 +89,14 @@ def test_training_time_leaves_evaluation_out():
     assert 0 < train[0] < train[1]  # cumulative
     assert train[1] < total[1] - 2 * 0.5
     assert run.summary()["compute/train_time_s"] == train[1]
+
+
+def test_a_history_without_training_time_reads_not_recorded_not_reached():
+    """Runs made before training time was kept apart have no `compute/train_time_s`: their
+    FLOPs to a target still count, their training time is "not recorded" (not "not reached")."""
+    old = pd.DataFrame({"epoch": [1, 2], "acc/test_full": [0.3, 0.6], "compute/flops_executed_T": [1.0, 2.0]})
+    (row,) = [r for r in time_to_accuracy({"baseline": {1: old, 2: old}}, 0.6) if r["target"] == 1.0]
+    assert row["reached"] == [1, 2] and row["compute/flops_executed_T"]["mean"] == 2.0
+    assert row["compute/train_time_s"] is None and row["unrecorded"] == ["compute/train_time_s"]
+    text = "\n".join(_time_to_accuracy_lines([row]))
+    assert "not recorded" in text and "not reached" not in text

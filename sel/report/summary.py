@@ -67,9 +67,12 @@ SPENT = {"compute/flops_executed_T": "Executed FLOPs (T)", "compute/train_time_s
 
 def spent_to_reach(history: pd.DataFrame, accuracy: float) -> dict | None:
     """Cumulative executed FLOPs and training seconds at the end of the first epoch whose
-    full-test accuracy reached `accuracy`; None: no epoch did."""
+    full-test accuracy reached `accuracy` (None for a column the history does not record: runs
+    made before training time was kept apart); None: no epoch did."""
     reached = history[history["acc/test_full"] >= accuracy]
-    return None if reached.empty else {m: float(reached[m].iloc[0]) for m in SPENT}
+    if reached.empty:
+        return None
+    return {m: float(reached[m].iloc[0]) if m in history else None for m in SPENT}
 
 
 def time_to_accuracy(histories: dict[str, dict[int, pd.DataFrame]], reference: float) -> list[dict]:
@@ -82,9 +85,11 @@ def time_to_accuracy(histories: dict[str, dict[int, pd.DataFrame]], reference: f
             spent = {seed: spent_to_reach(h, fraction * reference) for seed, h in by_seed.items()}
             reached = [seed for seed, v in spent.items() if v is not None]
             every = len(reached) == len(spent)
+            unrecorded = sorted(m for m in SPENT if every and any(v[m] is None for v in spent.values()))
             rows.append({"experiment": name, "target": fraction, "accuracy": fraction * reference,
-                         "seeds": sorted(spent), "reached": sorted(reached),
-                         **{m: describe(v[m] for v in spent.values()) if every else None for m in SPENT}})
+                         "seeds": sorted(spent), "reached": sorted(reached), "unrecorded": unrecorded,
+                         **{m: describe(v[m] for v in spent.values()) if every and m not in unrecorded
+                            else None for m in SPENT}})
     return rows
 
 
@@ -292,6 +297,8 @@ def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
         return []
 
     def spent(r: dict, metric: str) -> str:
+        if metric in r.get("unrecorded", ()):
+            return "not recorded"
         if r[metric] is None:
             return f"not reached ({len(r['reached'])}/{len(r['seeds'])} seeds)"
         return cell(r[metric], metric, ".0f" if metric in SECONDS else ".4g")
