@@ -65,6 +65,10 @@ def test_params_yaml_holds_the_original_protocol():
     ("seeds", [42, 1.5], "seeds.1", "an integer"),
     ("seeds", [-1], "seeds", "integers >= 0"),
     ("mlflow.experiment", " ", "mlflow.experiment", "must not be empty"),
+    ("experiments.baseline.selective_keep", 0, "experiments.baseline.selective_keep", "(0, 1]"),
+    ("experiments.sel95.selective_keep", 1.5, "experiments.sel95.selective_keep", "(0, 1]"),
+    ("experiments.lottery.selective_keep", 0.5, "experiments.lottery.selective_keep",
+     "not read by recipe lottery"),
 ])
 def test_bad_value_names_key_value_and_what_is_allowed(key, value, named, allowed):
     with pytest.raises(SelError) as e:

@@ -139,9 +139,10 @@ class SelParams:
 
 # The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
 RECIPE_KEYS = {
-    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode"},
+    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "selective_keep"},
     "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
-    "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode"},
+    "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode",
+                   "selective_keep"},
 }
 
 
@@ -165,6 +166,10 @@ class Experiment:
     loss_scaled_lr: bool | None = _knob(None, "lr * (1 + sel.lr_loss_scale * loss) (null: as mask's default)")
     gamma_mode: str | None = _knob(None, "calibrated | target (null: sel.gamma_mode)",
                                    _one_of("calibrated", "target"))
+    selective_keep: float | None = _knob(None, "selective backward: each step forwards batch_size / keep "
+                                         "candidates and trains on batch_size of them, drawn by loss "
+                                         "(null: off; docs/method.md)",
+                                         lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
 
     @property
     def masked(self) -> bool:
