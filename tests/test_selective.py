@@ -8,7 +8,9 @@ import torch
 
 from builders import make_arrays
 from sel.data.dataset import Cifar
-from sel.experiments.plan import ExperimentRun, Phase
+from sel.config.params import Experiment, Params
+from sel.experiments.plan import ExperimentRun, Phase, plan
+from sel.method.curriculum import Pools
 from sel.method.flops import flops_per_image
 from sel.method.selective import candidate_size, epoch_flops, kept_count, select_by_loss, trained_images
 from sel.speed.bench import SyncCounter
@@ -97,3 +99,16 @@ def test_the_run_records_the_executed_flops_of_the_forwards_it_ran():
     by_hand = 40 * evaluation + 20 * train  # 40 candidates forwarded, 20 trained
     assert summary["compute/flops_executed_T"] * 1e12 == pytest.approx(by_hand, rel=1e-12)
     assert summary["compute/flops_executed_T"] * 1e12 < 40 * train  # below a dense epoch's
+
+
+
+def test_the_knob_reaches_every_phase_of_its_recipe_and_stays_out_of_sel():
+    params = Params()
+    dense = params.experiments["selective_50"]
+    assert [(p.epochs, p.keep) for p in plan(dense, params, 100)] == [(30, 0.5)]
+    assert not dense.reads_sel and "selective_25" in params.train_stages.dense
+    curriculum = Experiment(recipe="curriculum", warmup_epochs=1, warmup_per_class=2, selective_keep=0.25)
+    pools = Pools.shuffled(np.arange(100) % 10, 10, seed=0)
+    phases = plan(curriculum, params, 100, pools, gamma=1e-4)
+    assert [p.keep for p in phases] == [0.25] * 6  # the warm-up and the five stages
+    assert [p.keep for p in plan(params.experiments["sel95"], params, 100, pools, 1e-4)] == [None] * 5

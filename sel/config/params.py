@@ -201,6 +201,9 @@ DEFAULT_EXPERIMENTS = {
     "random_subsets": _experiment(order="random", mask=False, loss_scaled_lr=False),
     "baseline_masked": {"recipe": "dense", "epochs": 30, "mask": True},
     "sel95_target": _experiment(gamma_mode="target"),
+    # methods whose savings are executed (docs/method.md): the baseline's schedule, a share trained
+    "selective_50": {"recipe": "dense", "epochs": 30, "selective_keep": 0.5},
+    "selective_25": {"recipe": "dense", "epochs": 30, "selective_keep": 0.25},
 }
 
 DEFAULT_ATTRIBUTION = {
@@ -213,14 +216,17 @@ DEFAULT_ATTRIBUTION = {
 }
 
 
+# The default experiments that read nothing of SEL, trained by stage train_dense.
+DENSE_STAGE = ("baseline", "lottery", "selective_50", "selective_25")
+
+
 @dataclass(frozen=True)
 class TrainStagesParams:
     """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
     `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains."""
 
-    dense: tuple[Name, ...] = _knob(lambda: ("baseline", "lottery"),
-                                    "experiments trained by stage train_dense")
-    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in ("baseline", "lottery")),
+    dense: tuple[Name, ...] = _knob(lambda: DENSE_STAGE, "experiments trained by stage train_dense")
+    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in DENSE_STAGE),
                                   "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
 
     def names(self) -> tuple[str, ...]:

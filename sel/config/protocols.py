@@ -39,6 +39,8 @@ CPU_SEEDS = {
     "experiments.lottery.pretrain_epochs": 3,
     "experiments.lottery.epochs": 6,
     "experiments.baseline_masked.epochs": 6,
+    "experiments.selective_50.epochs": 6,
+    "experiments.selective_25.epochs": 6,
     "experiments.warmup_sel.warmup_epochs": 1,
     "experiments.warmup_sel.warmup_per_class": 80,
     "sel.epochs_per_stage": 2,
