@@ -59,6 +59,13 @@ def test_bench_reports_both_loops():
         assert case["original_math"] == PYTORCH_DEFAULT_MATH  # on a CPU ours runs under them too
         assert case["ours_math"] == PYTORCH_DEFAULT_MATH
     assert report["matmul_peak_gflops"]["fp32"] > 0 and report["eval"][0]["ours_img_s"] > 0
+    # selective backward at the default keeps, against the dense step timed in the same process
+    assert [(m["method"], m["keep"]) for m in report["methods"]] == [("selective", 0.5), ("selective", 0.25)]
+    dense = next(c for c in report["cases"] if c["step"] == "dense")
+    for method in report["methods"]:
+        assert method["ours_syncs_per_step"] == 0 and method["ours_dense_img_s"] == dense["ours_img_s"]
+        assert method["ours_speedup"] == pytest.approx(method["ours_img_s"] / dense["ours_img_s"], rel=0.05, abs=0.01)
+    assert 1 < report["methods"][0]["flops_ratio"] < report["methods"][1]["flops_ratio"]
 
 
 def test_the_default_math_is_a_fresh_processes():
