@@ -173,7 +173,8 @@ class Trainer:
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
             if keep is not None:  # drawn here, read by the step at a fixed address
-                self.select_noise.setdefault(per_step, torch.empty(per_step, device=self.device))
+                if per_step not in self.select_noise:
+                    self.select_noise[per_step] = torch.empty(per_step, device=self.device)
                 self.select_noise[per_step].exponential_(generator=self.generator)
             if self.graphs is not None and len(batch) == per_step:
                 self.graphs.run(x, y, rule)
