@@ -2,7 +2,7 @@
 on the same model width, batch size and device. Prints JSON.
 
     python -m sel.speed.bench [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
-                        [--keeps 0.5 0.25] [--compile] [--profile]
+                        [--keeps 0.5 0.25] [--repeats 3] [--compile] [--profile]
 
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
@@ -19,7 +19,8 @@ the warm-up, which is lengthened to hold it). `--compile` adds our step under to
 `methods`: each method whose savings are executed against our dense step, in the same process on
 the same device: selective backward at each `--keeps` fraction, timed per image of the epoch
 (every candidate forwarded, the kept share trained), so `speedup` is the epoch's real speedup on
-this hardware, extra forward included, beside `flops_ratio`, what its executed FLOPs promise.
+this hardware, extra forward included, beside `flops_ratio`, what its executed FLOPs promise;
+each is the median of `--repeats` adjacent (dense, method) pairs.
 """
 
 import argparse
@@ -113,21 +114,28 @@ def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_
         return per_step * steps / (time.perf_counter() - started), counter.count / 3, math_settings()
 
 
-def time_methods(width, keeps, steps, warmup, device, precision, data, dense_rates: dict) -> list[dict]:
-    """Each method's epoch images per second against our dense step's (`dense_rates`: eager, and
-    graphed on CUDA, timed in this process), with the ratio its executed FLOPs promise."""
+def time_methods(width, keeps, steps, warmup, device, precision, data, repeats=3) -> list[dict]:
+    """Each method's epoch images per second against our dense step's, eager and (on CUDA)
+    graphed, with the ratio its executed FLOPs promise. The two are timed in `repeats` adjacent
+    pairs and the median pair's ratio reported: on a shared machine the load drifts between
+    cases timed minutes apart."""
     train, evaluation = flops_per_image(fresh_model(0, width, False, 10))
+    loops = [("ours", False)] + ([("graphed", True)] if device.type == "cuda" else [])
     rows = []
     for keep in keeps:
         row = {"width": width, "method": "selective", "keep": keep,
                "flops_ratio": round(train / (epoch_flops(1000, BATCH, keep, train, evaluation) / 1000), 2)}
-        for loop, graphed in (("ours", False), ("graphed", True)):
-            if loop not in dense_rates:
-                continue
-            rate, syncs, _ = time_ours(width, DENSE, steps, warmup, device, precision, data, None,
-                                       cuda_graphs=graphed, keep=keep)
-            row.update({f"{loop}_img_s": round(rate, 1), f"{loop}_dense_img_s": round(dense_rates[loop], 1),
-                        f"{loop}_speedup": round(rate / dense_rates[loop], 2), f"{loop}_syncs_per_step": syncs})
+        for loop, graphed in loops:
+            pairs = []
+            for _ in range(repeats):
+                dense, _, _ = time_ours(width, DENSE, steps, warmup, device, precision, data, None,
+                                        cuda_graphs=graphed)
+                rate, syncs, _ = time_ours(width, DENSE, steps, warmup, device, precision, data, None,
+                                           cuda_graphs=graphed, keep=keep)
+                pairs.append((rate / dense, rate, dense))
+            ratio, rate, dense = sorted(pairs)[len(pairs) // 2]
+            row.update({f"{loop}_img_s": round(rate, 1), f"{loop}_dense_img_s": round(dense, 1),
+                        f"{loop}_speedup": round(ratio, 2), f"{loop}_syncs_per_step": syncs})
         rows.append(row)
     return rows
 
@@ -258,6 +266,7 @@ def main(argv=None):
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--keeps", type=float, nargs="*", default=[0.5, 0.25],
                     help="selective backward's keep fractions to time against the dense step")
+    ap.add_argument("--repeats", type=int, default=3, help="adjacent (dense, method) timings per method")
     ap.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
     ap.add_argument("--profile", action="store_true", help="add where our SEL step spends its time")
     args = ap.parse_args(argv)
@@ -295,9 +304,8 @@ def main(argv=None):
                                         gamma, use_compile=True)
                 report["cases"][-1]["ours_compiled_img_s"] = round(compiled, 1)
             print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)
-        dense = {loop: rates[(width, f"{loop}_dense")] for loop in ("ours", "graphed")
-                 if (width, f"{loop}_dense") in rates}
-        for row in time_methods(width, args.keeps, args.steps, args.warmup, device, precision, data, dense):
+        for row in time_methods(width, args.keeps, args.steps, args.warmup, device, precision, data,
+                                args.repeats):
             report["methods"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
         if args.profile:
