@@ -47,7 +47,8 @@ def test_cpu_small_work_is_as_the_issue_counts_it():
 
 @pytest.mark.slow  # the bench end to end, both loops, in a process of its own
 def test_bench_reports_both_loops():
-    out = subprocess.run([sys.executable, "-m", "sel.speed.bench", "--widths", "4", "--steps", "3", "--warmup", "1"],
+    out = subprocess.run([sys.executable, "-m", "sel.speed.bench", "--widths", "4", "--steps", "3", "--warmup", "1",
+                          "--repeats", "1"],
                          capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(out.stdout)
     assert {c["step"] for c in report["cases"]} == {"dense", "sel"}
@@ -59,6 +60,13 @@ def test_bench_reports_both_loops():
         assert case["original_math"] == PYTORCH_DEFAULT_MATH  # on a CPU ours runs under them too
         assert case["ours_math"] == PYTORCH_DEFAULT_MATH
     assert report["matmul_peak_gflops"]["fp32"] > 0 and report["eval"][0]["ours_img_s"] > 0
+    # selective backward at the default keeps, against the dense step timed beside it
+    assert [(m["method"], m["keep"]) for m in report["methods"]] == [("selective", 0.5), ("selective", 0.25)]
+    for method in report["methods"]:
+        assert method["ours_syncs_per_step"] == 0 and method["ours_dense_img_s"] > 0
+        assert method["ours_speedup"] == pytest.approx(method["ours_img_s"] / method["ours_dense_img_s"], rel=0.05,
+                                                       abs=0.01)
+    assert 1 < report["methods"][0]["flops_ratio"] < report["methods"][1]["flops_ratio"]
 
 
 def test_the_default_math_is_a_fresh_processes():

@@ -132,7 +132,7 @@ def test_a_budget_from_a_curriculum_belongs_in_the_stage_that_reads_sel():
     raw = copy.deepcopy(RAW)
     raw["train_stages"]["sel"].remove("dense_at_sel95")
     raw["train_stages"]["dense"].append("dense_at_sel95")
-    with pytest.raises(SelError, match="train_stages.dense.3 = 'dense_at_sel95': it reads sel"):
+    with pytest.raises(SelError, match="train_stages.dense.5 = 'dense_at_sel95': it reads sel"):
         parse_params(raw)
     raw["experiments"]["dense_at_sel95"]["budget"] = "baseline"  # a dense budget reads nothing of sel
     parse_params(raw)

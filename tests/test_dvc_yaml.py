@@ -54,7 +54,7 @@ def test_every_stage_lists_the_params_it_reads():
 
 def test_the_default_experiments_sit_in_the_stage_that_depends_on_what_they_read():
     params = Params()
-    assert params.train_stages.dense == ("baseline", "lottery", "baseline_linear")
+    assert params.train_stages.dense == ("baseline", "lottery", "baseline_linear", "selective_50", "selective_25")
     assert not any(plan_reads_sel(params, n) for n in params.train_stages.dense)
     assert all(plan_reads_sel(params, n) for n in params.train_stages.sel)
     assert set(params.train_stages.names()) == set(params.experiments)

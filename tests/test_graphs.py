@@ -18,6 +18,7 @@ from sel.train import graphs
 from sel.data.dataset import Cifar
 from sel.train.device import resolve_cuda_graphs
 from sel.core.errors import SelError
+from sel.method.selective import candidate_size
 from sel.train.model import fresh_model
 from sel.train.training import DENSE, MASKED, SEL, Trainer
 
@@ -30,7 +31,8 @@ def trainer(device, graphed, precision="fp32", width=8, seed=0):
 
 
 def every_rule(t: Trainer, epochs: int = 2) -> list[torch.Tensor]:
-    """The update rules of the four experiments, each for `epochs` epochs; then the weights."""
+    """The update rules of the four experiments, the linear lr and selective backward, each for
+    `epochs` epochs; then the weights."""
     everything = torch.arange(len(t.train_set), device=t.device)
     sums = []
     for _ in range(epochs):
@@ -42,6 +44,8 @@ def every_rule(t: Trainer, epochs: int = 2) -> list[torch.Tensor]:
             sums.append(t.train_epoch(everything, SEL, gamma, lr_loss_scale=2.0))
     for _ in range(epochs):
         sums.append(t.train_epoch(everything, SEL, target_sparsity=0.9, measure_ec=False))
+    for _ in range(epochs):  # 43 candidates a step: two full steps and one of 34 an epoch
+        sums.append(t.train_epoch(everything, DENSE, keep=0.75))
     t.prune_and_rewind(0.5)
     for _ in range(epochs):
         sums.append(t.train_epoch(everything, MASKED))
@@ -63,9 +67,10 @@ def test_graphed_path_gives_the_eager_numbers_exactly(monkeypatch):
     monkeypatch.setattr(Recorder, "captured", 0)
     cpu = torch.device("cpu")
     eager, graphed = every_rule(trainer(cpu, False)), every_rule(trainer(cpu, True))
-    # dense, dense with a linear lr, SEL with the scaled lr, SEL at a target, and the lottery's
-    # masked rule after the new optimizer of the prune: five captures, each after its warm-up steps
-    assert Recorder.captured == 5
+    # dense, dense with a linear lr, SEL with the scaled lr, SEL at a target, selective backward,
+    # and the lottery's masked rule after the new optimizer of the prune: six captures, each after
+    # its warm-up steps
+    assert Recorder.captured == 6
     assert len(eager) == len(graphed)
     for a, b in zip(eager, graphed):
         assert torch.equal(a, b)
@@ -107,16 +112,20 @@ class ScalarArguments(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("rule", [(DENSE, True, 0.0, None), (SEL, True, 2.0, None),
-                                  (SEL, False, 0.0, 0.9)])
+# (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep), as Trainer._step reads it
+@pytest.mark.parametrize("rule", [(DENSE, True, 0.0, None, None, None), (SEL, True, 2.0, None, None, None),
+                                  (SEL, False, 0.0, 0.9, None, None), (DENSE, True, 0.0, None, 100, None),
+                                  (DENSE, True, 0.0, None, None, 0.5)])
 def test_a_step_bakes_in_no_value_that_changes_between_its_replays(rule):
     """A graph replays its operators with the scalars of its capture: two steps of one rule, at
     another step index, batch and gamma, must run the same operators with the same scalars
     (after a first step, a warm-up step, in which Adam builds its state)."""
     t = trainer(torch.device("cpu"), False)
+    n = candidate_size(32, rule[-1])  # a selecting step forwards 64 candidates to train 32
     recorded = []
     for step, gamma in ((0, 1e-4), (1, 1e-4), (5, 5e-5)):
-        batch = torch.arange(32) + 32 * step % 88
+        batch = torch.arange(n) + 32 * step % (len(t.train_set) - n)
+        t.select_noise[n] = torch.empty(n).exponential_(generator=t.generator)
         t.gamma.fill_(gamma)
         t.step_index.fill_(step)
         x, y = t.train_set.augmented(batch, t.generator), t.train_set.y[batch]

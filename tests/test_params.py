@@ -65,6 +65,10 @@ def test_params_yaml_holds_the_original_protocol():
     ("seeds", [42, 1.5], "seeds.1", "an integer"),
     ("seeds", [-1], "seeds", "integers >= 0"),
     ("mlflow.experiment", " ", "mlflow.experiment", "must not be empty"),
+    ("experiments.baseline.selective_keep", 0, "experiments.baseline.selective_keep", "(0, 1]"),
+    ("experiments.sel95.selective_keep", 1.5, "experiments.sel95.selective_keep", "(0, 1]"),
+    ("experiments.lottery.selective_keep", 0.5, "experiments.lottery.selective_keep",
+     "not read by recipe lottery"),
 ])
 def test_bad_value_names_key_value_and_what_is_allowed(key, value, named, allowed):
     with pytest.raises(SelError) as e:
@@ -96,7 +100,7 @@ def test_the_old_seed_key_points_to_seeds():
 
 @pytest.mark.parametrize("raw_change, named", [
     (lambda r: r["experiments"].update({"x$(touch PWNED)": {"recipe": "dense"}}), "params: experiments: "),
-    (lambda r: r["train_stages"]["dense"].append("it's"), "params: train_stages.dense.3: "),
+    (lambda r: r["train_stages"]["dense"].append("it's"), "params: train_stages.dense.5: "),
     (lambda r: r["attribution"].update({"a b": ["sel95", "baseline"]}), "params: attribution: "),
     (lambda r: r["attribution"].update(f=["sel95", "../../tmp/evil"]), "params: attribution.f.1: "),
     (lambda r: r["sel"]["stages"][0].update(name="<!--<script"), "params: sel.stages.0.name: "),

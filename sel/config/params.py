@@ -140,9 +140,10 @@ class SelParams:
 
 # The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
 RECIPE_KEYS = {
-    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget"},
+    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget", "selective_keep"},
     "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
-    "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode"},
+    "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode",
+                   "selective_keep"},
 }
 
 
@@ -173,6 +174,10 @@ class Experiment:
                                        "images); null: all", lambda v: None if isinstance(v, str)
                                        or 0 < v <= 1 else "must be a fraction in (0, 1] or an "
                                        "experiment's name")
+    selective_keep: float | None = _knob(None, "selective backward: each step forwards batch_size / keep "
+                                         "candidates and trains on batch_size of them, drawn by loss "
+                                         "(null: off; docs/savings.md)",
+                                         lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
 
     @property
     def masked(self) -> bool:
@@ -214,8 +219,12 @@ DEFAULT_EXPERIMENTS = {
     "sel95_target": _experiment(gamma_mode="target"),
     "baseline_linear": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear"},
     "dense_at_sel95": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "sel95"},
+    # methods whose savings are executed (docs/savings.md): the baseline's schedule, a share trained
+    "selective_50": {"recipe": "dense", "epochs": 30, "selective_keep": 0.5},
+    "selective_25": {"recipe": "dense", "epochs": 30, "selective_keep": 0.25},
 }
-DENSE_STAGE = ("baseline", "lottery", "baseline_linear")  # the defaults that read nothing of sel.*
+
+DENSE_STAGE = ("baseline", "lottery", "baseline_linear", "selective_50", "selective_25")  # read nothing of sel.*
 
 DEFAULT_ATTRIBUTION = {
     "sel95_vs_baseline": ("sel95", "baseline"),
@@ -429,6 +438,9 @@ def _check_budget(p: Params, name: str, other: str):
         _fail(key, other, f"no such experiment (experiments: {', '.join(p.experiments)})")
     if p.experiments[other].budget is not None:  # itself included
         _fail(key, other, "must name another experiment, one without a budget of its own")
+    if p.experiments[other].selective_keep is not None:  # its executed FLOPs are not images x FLOPs
+        _fail(key, other, "must name an experiment without selective_keep (its candidate forwards "
+              "cost FLOPs that a count of training images does not hold)")
 
 
 def parse_params(raw: dict) -> Params:

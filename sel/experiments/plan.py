@@ -24,6 +24,7 @@ from sel.data.dataset import Cifar, held_out_indices
 from sel.train.device import Stopwatch, resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
 from sel.core.errors import SelError
 from sel.method.flops import flops_per_image, proxy_flops
+from sel.method.selective import candidate_size, epoch_flops, trained_images
 from sel.train.model import fresh_model, n_params
 from sel.config.params import Experiment, Params
 from sel.train.training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
@@ -45,6 +46,7 @@ class Phase:
     prune_fraction: float | None = None  # masked: prune and rewind before its first epoch
     recorded: bool = True  # lottery pre-training is in neither the history, the FLOPs nor the time
     measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
+    keep: float | None = None  # selective backward: share of each step's candidates trained on
 
 
 def needs_pools(spec: Experiment) -> bool:
@@ -128,7 +130,8 @@ def budget_phases(images: int, n_train: int, seed: int, **rule) -> list[Phase]:
 
 def with_linear_lr(phases: list[Phase], batch_size: int) -> list[Phase]:
     """Every phase told the run's optimizer steps, over which the learning rate decays to zero."""
-    steps = sum(phase.epochs * math.ceil(len(phase.indices) / batch_size) for phase in phases)
+    steps = sum(phase.epochs * math.ceil(len(phase.indices) / candidate_size(batch_size, phase.keep))
+                for phase in phases)
     for phase in phases:
         phase.lr_decay_steps = steps
     return phases
@@ -151,16 +154,17 @@ def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = N
 
     if spec.recipe == "dense":
         images = spec.epochs * n_train if spec.budget is None else budget_images(spec, params, counts)
-        phases = budget_phases(images, n_train, seed, lr_loss_scale=lr_loss_scale, **update(0))
+        phases = budget_phases(images, n_train, seed, lr_loss_scale=lr_loss_scale, keep=spec.selective_keep,
+                               **update(0))
         return with_linear_lr(phases, params.train.batch_size) if spec.lr_schedule == "linear" else phases
     if spec.recipe == "lottery":
         return [Phase("pretrain", spec.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
                 Phase("retrain", spec.epochs, everything, 0, MASKED, prune_fraction=spec.prune_fraction)]
     warmup = [Phase("warmup", spec.warmup_epochs, pools.easiest(spec.warmup_per_class), 0,
-                    measure_ec=False)] if spec.warmup_epochs else []
+                    measure_ec=False, keep=spec.selective_keep)] if spec.warmup_epochs else []
     return warmup + [Phase(stage.name, sel.epochs_per_stage,
                            pools.window(stage.start, stage.end, sel.samples_per_class), s + 1,
-                           lr_loss_scale=lr_loss_scale, **update(s))
+                           lr_loss_scale=lr_loss_scale, keep=spec.selective_keep, **update(s))
                      for s, stage in enumerate(sel.stages)]
 
 
@@ -206,7 +210,8 @@ class ExperimentRun:
             started = time.perf_counter()  # the original starts its clock after the rewind
         self.training_clock.start()
         sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec,
-                                   phase.lr_loss_scale, phase.target_sparsity, phase.lr_decay_steps)
+                                   phase.lr_loss_scale, phase.target_sparsity, phase.lr_decay_steps,
+                                   phase.keep)
         self.training_clock.stop()
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
@@ -221,7 +226,7 @@ class ExperimentRun:
         images = len(phase.indices)
         if not phase.recorded:
             self.totals["pretrain_time_s"] += seconds
-            self.totals["pretrain_flops_executed"] += self.train_flops * images
+            self.totals["pretrain_flops_executed"] += self.executed_flops(phase)
             self._report(phase, k, None, seconds)
             return None
         self.totals["train_time_s"] += self.training_clock.seconds()
@@ -235,12 +240,18 @@ class ExperimentRun:
             self._indices[id(phase)] = torch.as_tensor(phase.indices, device=self.trainer.device)
         return self._indices[id(phase)]
 
+    def executed_flops(self, phase: Phase) -> float:
+        """Training FLOPs one epoch of `phase` executes, every extra forward of a method included."""
+        return epoch_flops(len(phase.indices), self.trainer.batch_size, phase.keep, self.train_flops,
+                           self.eval_flops)
+
     def _row(self, phase: Phase, train: dict, ev: dict, images: int, seconds: float) -> dict:
-        steps = math.ceil(images / self.trainer.batch_size)
+        batch_size = self.trainer.batch_size
+        steps = math.ceil(images / candidate_size(batch_size, phase.keep))
         sparsity = train["sparsity"] / steps
         t = self.totals
-        t["flops_proxy"] += proxy_flops(self.n_params, sparsity, images)
-        t["flops_executed"] += self.train_flops * images
+        t["flops_proxy"] += proxy_flops(self.n_params, sparsity, trained_images(images, batch_size, phase.keep))
+        t["flops_executed"] += self.executed_flops(phase)
         t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
         t["time_s"] += seconds
         row = {"epoch": len(self.rows) + 1, "schedule/stage": phase.stage,

@@ -2,7 +2,7 @@
 on the same model width, batch size and device. Prints JSON.
 
     python -m sel.speed.bench [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
-                        [--compile] [--profile]
+                        [--keeps 0.5 0.25] [--repeats 3] [--compile] [--profile]
 
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
@@ -15,6 +15,12 @@ each ran with are in the report. On a CUDA device
 our step replayed from a CUDA graph too (`train.cuda_graphs`; a graph per step kind, captured in
 the warm-up, which is lengthened to hold it). `--compile` adds our step under torch.compile,
 `--profile` the share of each operator in our SEL step.
+
+`methods`: each method whose savings are executed against our dense step, in the same process on
+the same device: selective backward at each `--keeps` fraction, timed per image of the epoch
+(every candidate forwarded, the kept share trained), so `speedup` is the epoch's real speedup on
+this hardware, extra forward included, beside `flops_ratio`, what its executed FLOPs promise;
+each is the median of `--repeats` adjacent (dense, method) pairs.
 """
 
 import argparse
@@ -33,6 +39,7 @@ from sel.data.dataset import Cifar, held_out_indices
 from sel.train.device import default_math, describe, math_settings, native_bf16, resolve_device, resolve_precision
 from sel.experiments.plan import plan
 from sel.method.flops import flops_per_image
+from sel.method.selective import candidate_size, epoch_flops
 from sel.train.graphs import WARMUP_STEPS
 from sel.train.model import fresh_model
 from sel.config.params import ORIGINALS, Params
@@ -80,28 +87,57 @@ def _ours(width, device, precision, data, use_compile=False, cuda_graphs=False):
                    use_compile=use_compile, cuda_graphs=cuda_graphs)
 
 
-def _epoch(trainer, idx, update, gamma):
-    """An epoch of dense steps, or of SEL steps as the original takes them (loss-scaled lr)."""
-    return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0)
+def _epoch(trainer, idx, update, gamma, keep=None):
+    """An epoch of dense steps, or of SEL steps as the original takes them (loss-scaled lr);
+    `keep`: selective backward."""
+    return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0, keep=keep)
 
 
 def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False,
-              cuda_graphs=False):
+              cuda_graphs=False, keep=None):
     """(images per second, host syncs per step, math settings) of our loop, under the math its
-    Trainer sets; a compile or a capture happens in the warm-up."""
+    Trainer sets; a compile or a capture happens in the warm-up. With `keep` (selective backward),
+    a step takes `candidate_size` images of the epoch, and the rate counts them all."""
     if cuda_graphs:
         warmup = max(warmup, WARMUP_STEPS + 1)
+    per_step = candidate_size(BATCH, keep)
     with default_math():
         trainer = _ours(width, device, precision, data, use_compile, cuda_graphs)
-        idx = torch.arange(BATCH * max(steps, warmup), device=device)
-        _epoch(trainer, idx[:BATCH * warmup], update, gamma).tolist()
-        idx = idx[:BATCH * steps]
+        idx = torch.arange(per_step * max(steps, warmup), device=device)
+        _epoch(trainer, idx[:per_step * warmup], update, gamma, keep).tolist()
+        idx = idx[:per_step * steps]
         with SyncCounter() as counter:
-            _epoch(trainer, idx[:BATCH * 3], update, gamma)
+            _epoch(trainer, idx[:per_step * 3], update, gamma, keep)
         _sync(device)
         started = time.perf_counter()
-        _epoch(trainer, idx, update, gamma).tolist()
-        return BATCH * steps / (time.perf_counter() - started), counter.count / 3, math_settings()
+        _epoch(trainer, idx, update, gamma, keep).tolist()
+        return per_step * steps / (time.perf_counter() - started), counter.count / 3, math_settings()
+
+
+def time_methods(width, keeps, steps, warmup, device, precision, data, repeats=3) -> list[dict]:
+    """Each method's epoch images per second against our dense step's, eager and (on CUDA)
+    graphed, with the ratio its executed FLOPs promise. The two are timed in `repeats` adjacent
+    pairs and the median pair's ratio reported: on a shared machine the load drifts between
+    cases timed minutes apart."""
+    train, evaluation = flops_per_image(fresh_model(0, width, False, 10))
+    loops = [("ours", False)] + ([("graphed", True)] if device.type == "cuda" else [])
+    rows = []
+    for keep in keeps:
+        row = {"width": width, "method": "selective", "keep": keep,
+               "flops_ratio": round(train / (epoch_flops(1000, BATCH, keep, train, evaluation) / 1000), 2)}
+        for loop, graphed in loops:
+            pairs = []
+            for _ in range(repeats):
+                dense, _, _ = time_ours(width, DENSE, steps, warmup, device, precision, data, None,
+                                        cuda_graphs=graphed)
+                rate, syncs, _ = time_ours(width, DENSE, steps, warmup, device, precision, data, None,
+                                           cuda_graphs=graphed, keep=keep)
+                pairs.append((rate / dense, rate, dense))
+            ratio, rate, dense = sorted(pairs)[len(pairs) // 2]
+            row.update({f"{loop}_img_s": round(rate, 1), f"{loop}_dense_img_s": round(dense, 1),
+                        f"{loop}_speedup": round(ratio, 2), f"{loop}_syncs_per_step": syncs})
+        rows.append(row)
+    return rows
 
 
 def profile_ours(width, steps, device, precision, data, gamma, top=10) -> list[dict]:
@@ -228,15 +264,19 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--keeps", type=float, nargs="*", default=[0.5, 0.25],
+                    help="selective backward's keep fractions to time against the dense step")
+    ap.add_argument("--repeats", type=int, default=3, help="adjacent (dense, method) timings per method")
     ap.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
     ap.add_argument("--profile", action="store_true", help="add where our SEL step spends its time")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    data = synthetic(BATCH * (args.steps + args.warmup + 3), 1000)
+    per_step = max([candidate_size(BATCH, keep) for keep in args.keeps] + [BATCH])
+    data = synthetic(per_step * (args.steps + max(args.warmup, WARMUP_STEPS + 1) + 3), 1000)
     report = {"device": describe(device), "precision": precision, "batch": BATCH,
               "matmul_peak_gflops": matmul_peaks(device),
-              "cases": [], "eval": [], "projected_s": {}}
+              "cases": [], "methods": [], "eval": [], "projected_s": {}}
     rates = {}
     for width in args.widths:
         train_gflop = flops_per_image(fresh_model(0, width, False, 10))[0] / 1e9
@@ -264,6 +304,10 @@ def main(argv=None):
                                         gamma, use_compile=True)
                 report["cases"][-1]["ours_compiled_img_s"] = round(compiled, 1)
             print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)
+        for row in time_methods(width, args.keeps, args.steps, args.warmup, device, precision, data,
+                                args.repeats):
+            report["methods"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
         if args.profile:
             report.setdefault("profile_sel_step", {})[width] = profile_ours(
                 width, args.steps, device, precision, data, gamma)

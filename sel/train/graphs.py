@@ -40,11 +40,11 @@ def side_stream(device: torch.device):
 
 class StepGraphs:
     """`step(x, y, rule)` served from one graph per `rule` (a hashable description of the update),
-    for batches of one fixed shape."""
+    each for batches of one fixed shape (a selecting rule forwards more candidates per step)."""
 
     def __init__(self, step, device: torch.device):
         self.step, self.device = step, device
-        self.x = self.y = None
+        self.inputs = {}  # rule -> its fixed (x, y) buffers
         self.graphs, self.warm = {}, {}
 
     def reset(self) -> None:
@@ -53,16 +53,17 @@ class StepGraphs:
         self.warm.clear()
 
     def run(self, x: torch.Tensor, y: torch.Tensor, rule) -> None:
-        if self.x is None:
-            self.x, self.y = torch.empty_like(x), torch.empty_like(y)
-        self.x.copy_(x)
-        self.y.copy_(y)
+        if rule not in self.inputs:
+            self.inputs[rule] = torch.empty_like(x), torch.empty_like(y)
+        fixed_x, fixed_y = self.inputs[rule]
+        fixed_x.copy_(x)
+        fixed_y.copy_(y)
         graph = self.graphs.get(rule)
         if graph is None:
             if self.warm.get(rule, 0) < WARMUP_STEPS:
                 self.warm[rule] = self.warm.get(rule, 0) + 1
                 with side_stream(self.device):
-                    self.step(self.x, self.y, rule)
+                    self.step(fixed_x, fixed_y, rule)
                 return
-            graph = self.graphs[rule] = capture(lambda: self.step(self.x, self.y, rule))
+            graph = self.graphs[rule] = capture(lambda: self.step(fixed_x, fixed_y, rule))
         graph.replay()

@@ -21,6 +21,7 @@ from sel.train.device import autocast, exact_fp32, memory_format
 from sel.method.embarrassment import class_counts, class_embarrassment
 from sel.train.graphs import StepGraphs
 from sel.method.prune import Mask, global_magnitude_mask
+from sel.method.selective import candidate_size, kept_count, select_by_loss
 from sel.method.sparsity import FlatGrads
 
 DENSE, SEL, MASKED = "dense", "sel", "masked"
@@ -88,6 +89,7 @@ class Trainer:
         self.step_index = torch.zeros((), device=device)
         self.run_step = torch.zeros((), device=device)  # steps of the whole run: t of a decaying lr
         self.mask: Mask | None = None
+        self.select_noise = {}  # selective backward: candidates per step -> its Exp(1) draws
         self.graphs = StepGraphs(self._step, device) if cuda_graphs else None
         self.optimizer = self.new_optimizer()
 
@@ -154,11 +156,14 @@ class Trainer:
 
     def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
                     measure_ec: bool = True, lr_loss_scale: float = 0.0,
-                    target_sparsity: float | None = None, lr_decay_steps: int | None = None) -> torch.Tensor:
+                    target_sparsity: float | None = None, lr_decay_steps: int | None = None,
+                    keep: float | None = None) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. `update`: dense, sel (zero |g| <= gamma, or,
         with `target_sparsity`, at the gamma that zeroes that fraction) or masked (lottery).
-        The learning rate is `step_lr`'s, or the base one when neither knob moves it. Returns the
-        sums over its steps, on the device (`sums_layout`; `unpack_sums` names them once read back)."""
+        The learning rate is `step_lr`'s, or the base one when neither knob moves it. `keep`:
+        selective backward, each step trains on that share of its candidates
+        (`sel.method.selective`). Returns the sums over its steps, on the device (`sums_layout`;
+        `unpack_sums` names them once read back)."""
         self.model.train()
         self.sums.zero_()
         self.sum_parts["bad_step"].fill_(-1)
@@ -167,11 +172,16 @@ class Trainer:
             self.gamma.fill_(gamma)
         if not lr_loss_scale and not lr_decay_steps:
             self.set_lr(self.base_lr)
-        rule = (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps)
-        for batch in epoch_order(indices, self.generator).split(self.batch_size):
+        rule = (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep)
+        per_step = candidate_size(self.batch_size, keep)
+        for batch in epoch_order(indices, self.generator).split(per_step):
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
-            if self.graphs is not None and len(batch) == self.batch_size:
+            if keep is not None:  # drawn here, read by the step at a fixed address
+                if per_step not in self.select_noise:
+                    self.select_noise[per_step] = torch.empty(per_step, device=self.device)
+                self.select_noise[per_step].exponential_(generator=self.generator)
+            if self.graphs is not None and len(batch) == per_step:
                 self.graphs.run(x, y, rule)
             else:  # the last, smaller batch of an epoch runs eagerly
                 self._step(x, y, rule)
@@ -180,20 +190,18 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor, rule: tuple) -> None:
         """One training step, adding to `self.sums`; reads nothing back to the host, and reads
         no Python value that changes between steps of the same `rule` (a graph replays it)."""
-        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps = rule
+        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep = rule
         t = self.sum_parts
+        if keep is not None:
+            x, y = self._select(x, y, keep, measure_ec)
         with autocast(self.device, self.precision):
             logits = self._forward(x, len(y) == self.batch_size)
         loss = F.cross_entropy(logits.float(), y)
         # remember the first step whose loss is NaN or infinite, without reading it back
         t["bad_step"].copy_(torch.where((t["bad_step"] < 0) & ~torch.isfinite(loss.detach()),
                                         self.step_index, t["bad_step"]))
-        t["loss"].add_(loss.detach() * len(y))
-        t["correct"].add_((logits.detach().argmax(1) == y).sum())
-        if measure_ec:
-            e, c = class_embarrassment(logits.detach(), y, self.n_classes, self.temperature)
-            t["E"].add_(e)
-            t["C"].add_(c)
+        if keep is None:
+            self._record(logits.detach(), y, loss.detach(), measure_ec)
         if lr_loss_scale or lr_decay_steps:
             self.set_lr(self.step_lr(loss.detach(), lr_loss_scale, lr_decay_steps))
         loss.backward()
@@ -223,6 +231,30 @@ class Trainer:
         line reaches zero as the run ends, so every step moves the weights (Li et al. 2020)."""
         lr = self.base_lr * (1 + lr_loss_scale * loss)
         return lr * (1 - self.run_step / lr_decay_steps) if lr_decay_steps else lr
+
+    def _record(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, measure_ec: bool) -> None:
+        """Add a batch's loss (its mean `loss` times its images), correct predictions and E/C."""
+        t = self.sum_parts
+        t["loss"].add_(loss * len(y))
+        t["correct"].add_((logits.argmax(1) == y).sum())
+        if measure_ec:
+            e, c = class_embarrassment(logits, y, self.n_classes, self.temperature)
+            t["E"].add_(e)
+            t["C"].add_(c)
+
+    @torch.no_grad()
+    def _select(self, x: torch.Tensor, y: torch.Tensor, keep: float, measure_ec: bool):
+        """Selective backward: forward every candidate without an autograd graph, in train mode as
+        Composer does (BatchNorm normalises by the candidates' statistics and updates its running
+        ones), record their loss, accuracy and E/C (so an epoch's figures cover all its images),
+        and return the share drawn by loss to train on, of a fixed size."""
+        with autocast(self.device, self.precision):
+            logits = self._forward(x, len(y) == candidate_size(self.batch_size, keep)).float()
+        losses = F.cross_entropy(logits, y, reduction="none")
+        self._record(logits, y, losses.mean(), measure_ec)
+        noise = self.select_noise[candidate_size(self.batch_size, keep)][:len(y)]
+        chosen = select_by_loss(losses, kept_count(len(y), self.batch_size, keep), keep, noise)
+        return x[chosen], y[chosen]
 
     @torch.inference_mode()
     def evaluate(self) -> torch.Tensor:
