@@ -1,4 +1,5 @@
-"""Our fast step held to the original's, step for step, and the runner across phase boundaries.
+"""Our fast step held to the original's, step for step, the runner across phase boundaries, and
+the scorer drawn as the original draws it.
 
 Our step (fused Adam with a tensor learning rate, one flat gradient buffer, E/C and sparsity summed
 on the device) and the original's as `sel/original.py` re-creates it (stock Adam, the learning rate
@@ -24,6 +25,7 @@ from sel.dataset import Cifar
 from sel.experiments import ExperimentRun, make_trainer, plan
 from sel.model import fresh_model
 from sel.protocols import with_overrides
+from sel.scorer import scoring_trainer
 from sel.training import DENSE, SEL, Trainer, unpack_sums
 
 CPU = torch.device("cpu")
@@ -191,3 +193,21 @@ def test_dense_runs_record_ec_at_their_own_temperature():
     params, data = tiny()
     for name, want in (("baseline", 1.0), ("lottery", 1.0), ("sel95", 2.0), ("warmup_sel", 2.0)):
         assert make_trainer(params, data, params.experiments[name], SEED).temperature == want, name
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("scorer", ["independent", "shared"])
+def test_the_scorer_is_drawn_as_the_original_draws_it(scorer):
+    """independent: a model no experiment starts from (the original scored with its first draw
+    and trained later ones); shared: the experiments' initial weights. Sort and calibrate build
+    the same scorer either way, and the experiments' weights do not depend on the choice."""
+    params = with_overrides({}, {**TINY, "sort.scorer": scorer})
+    data = Cifar(*make_arrays(2, 2, seed=SEED))
+    for_sort, for_calibrate = (scoring_trainer(params, data, SEED).model for _ in range(2))
+    experiment = make_trainer(params, data, params.experiments["sel95"], SEED).model
+    assert same_weights(for_sort, for_calibrate)
+    assert same_weights(for_sort, experiment) == (scorer == "shared")
+    assert same_weights(experiment, fresh_model(SEED, 4, False, 10))  # seed, then the first draw
