@@ -1,4 +1,5 @@
-"""Our fast step held to the original's, step for step, and the runner across phase boundaries.
+"""Our fast step held to the original's, step for step, the runner across phase boundaries, and
+the scorer drawn as the original draws it.
 
 Our step (fused Adam with a tensor learning rate, one flat gradient buffer, E/C and sparsity summed
 on the device) and the original's as `sel/speed/original.py` re-creates it (stock Adam, the learning rate
@@ -24,6 +25,7 @@ from sel.data.dataset import Cifar
 from sel.experiments.plan import ExperimentRun, make_trainer, plan
 from sel.train.model import fresh_model
 from sel.config.protocols import with_overrides
+from sel.scoring.scorer import scoring_trainer
 from sel.train.training import DENSE, SEL, Trainer, unpack_sums
 
 CPU = torch.device("cpu")
@@ -96,6 +98,13 @@ def assert_same_step(ours: dict, theirs: dict, sel: bool) -> None:
         torch.testing.assert_close(mine["exp_avg_sq"], ref["exp_avg_sq"], atol=0, rtol=1e-5)
 
 
+def assert_continuous(steps: list[dict]) -> None:
+    """Each step starts from the state the one before left: the original's steps start from ours,
+    so nothing may change the weights between steps unseen (at a phase boundary, say)."""
+    for before, after in zip(steps, steps[1:]):
+        assert all(torch.equal(after["before"][k], v) for k, v in before["after"].items())
+
+
 def tiny() -> tuple:
     params = with_overrides({}, TINY)
     return params, Cifar(*make_arrays(8, 3, seed=SEED))
@@ -119,9 +128,7 @@ def test_our_step_is_the_originals_step(update):
     assert [len(s["y"]) for s in ours] == [16, 16, 8]
     for mine, ref in zip(ours, theirs):
         assert_same_step(mine, ref, update == SEL)
-    # each step starts where the one before ended
-    for before, after in zip(ours[1:], ours):
-        assert all(torch.equal(before["before"][k], v) for k, v in after["after"].items())
+    assert_continuous(ours)
     # guards: every weight tensor moved, and in SEL the mask and the loss-scaled lr did something
     initial = ours[0]["before"]
     assert all(not torch.equal(initial[name], p) for name, p in trainer.model.named_parameters())
@@ -169,6 +176,7 @@ def test_the_runner_carries_adam_across_phases_and_decays_gamma():
     assert [row["sparsity/gamma"] for row in run.rows] == pytest.approx([0.0, gammas[3], gammas[6]], rel=1e-6)
 
     # every step is the original's step on the same batch, its Adam carried from the step before
+    assert_continuous(steps)
     theirs = original_steps(copy.deepcopy(trainer.model), steps, gammas, params.sel.temperature, params.train.lr)
     for k, (mine, ref) in enumerate(zip(steps, theirs)):
         assert_same_step(mine, ref, gammas[k] is not None)
@@ -191,3 +199,21 @@ def test_dense_runs_record_ec_at_their_own_temperature():
     params, data = tiny()
     for name, want in (("baseline", 1.0), ("lottery", 1.0), ("sel95", 2.0), ("warmup_sel", 2.0)):
         assert make_trainer(params, data, params.experiments[name], SEED).temperature == want, name
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("scorer", ["independent", "shared"])
+def test_the_scorer_is_drawn_as_the_original_draws_it(scorer):
+    """independent: a model no experiment starts from (the original scored with its first draw
+    and trained later ones); shared: the experiments' initial weights. Sort and calibrate build
+    the same scorer either way, and the experiments' weights do not depend on the choice."""
+    params = with_overrides({}, {**TINY, "sort.scorer": scorer})
+    data = Cifar(*make_arrays(2, 2, seed=SEED))
+    for_sort, for_calibrate = (scoring_trainer(params, data, SEED).model for _ in range(2))
+    experiment = make_trainer(params, data, params.experiments["sel95"], SEED).model
+    assert same_weights(for_sort, for_calibrate)
+    assert same_weights(for_sort, experiment) == (scorer == "shared")
+    assert same_weights(experiment, fresh_model(SEED, 4, False, 10))  # seed, then the first draw
