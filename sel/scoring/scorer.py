@@ -9,8 +9,9 @@ independent  the original's arrangement. It seeded once and built the scorer fir
              experiments keep their initial weights (seed, first draw), so switching between the
              two arrangements re-runs neither the baseline nor the lottery.
 shared       the paired arrangement: the scorer is the experiments' initial weights, so the first
-             stage trains on the images the starting model itself finds easiest (lower loss
-             there, hence a lower loss-scaled learning rate than the original's first stage).
+             stage trains on the images the starting model itself scores easiest, which changes
+             its loss and with it the loss-scaled learning rate (docs/results.md, "The scorer:
+             independent or shared").
 
 Sort and calibrate build the same scorer (as the original used one model for both). fp32
 whatever `train.precision` says, because gamma is compared with gradients down to 1e-6.
