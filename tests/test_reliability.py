@@ -107,10 +107,14 @@ def test_nan_loss_stops_the_run_naming_experiment_epoch_and_step(project):
 
 
 def test_ctrl_c_marks_the_run_killed_and_keeps_the_checkpoint(project, longer_source):
-    set_params(project, {"data": {"source": str(longer_source)}, **LONGER})
+    # far more epochs than run before the interrupt, so that a fast machine cannot finish first
+    # (the run stops at the interrupt: the extra epochs cost nothing)
+    set_params(project, {"data": {"source": str(longer_source)}, **LONGER,
+                         "experiments": {"lottery": {"pretrain_epochs": 2, "epochs": 200}}})
     run(["dvc", "repro", "download"], project)
     proc = start([sys.executable, "-m", "pipeline.train", "dense", "lottery", "42"], project)
     wait_for(lambda: checkpoint_done(project) >= 1 or proc.poll() is not None, what="checkpoint")
+    assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
