@@ -112,7 +112,7 @@ class ScalarArguments(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-# (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep), as Trainer._step reads it
+# (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep): training.Rule's fields
 @pytest.mark.parametrize("rule", [(DENSE, True, 0.0, None, None, None), (SEL, True, 2.0, None, None, None),
                                   (SEL, False, 0.0, 0.9, None, None), (DENSE, True, 0.0, None, 100, None),
                                   (DENSE, True, 0.0, None, None, 0.5)])

@@ -8,6 +8,7 @@ can be captured as a CUDA graph and replayed (`sel/train/graphs.py`, `train.cuda
 """
 
 import copy
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,20 @@ from sel.method.selective import candidate_size, kept_count, select_by_loss
 from sel.method.sparsity import FlatGrads
 
 DENSE, SEL, MASKED = "dense", "sel", "masked"
+
+
+class Rule(NamedTuple):
+    """What a step does, and so what one captured graph replays: the update, whether it measures
+    E/C, the loss scaling of its lr, the target sparsity (target-mode gamma), the steps over which
+    its lr decays to zero (linear schedule) and the share of candidates it trains on (selective
+    backward)."""
+
+    update: str
+    measure_ec: bool
+    lr_loss_scale: float
+    target_sparsity: float | None
+    lr_decay_steps: int | None
+    keep: float | None
 TARGET_SAMPLE = 1 << 16  # gradient entries whose quantile sets gamma in target mode
 
 
@@ -172,7 +187,7 @@ class Trainer:
             self.gamma.fill_(gamma)
         if not lr_loss_scale and not lr_decay_steps:
             self.set_lr(self.base_lr)
-        rule = (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep)
+        rule = Rule(update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep)
         per_step = candidate_size(self.batch_size, keep)
         for batch in epoch_order(indices, self.generator).split(per_step):
             x = self.train_set.augmented(batch, self.generator)
@@ -187,10 +202,10 @@ class Trainer:
                 self._step(x, y, rule)
         return self.sums.clone()
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, rule: tuple) -> None:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, rule: Rule) -> None:
         """One training step, adding to `self.sums`; reads nothing back to the host, and reads
         no Python value that changes between steps of the same `rule` (a graph replays it)."""
-        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep = rule
+        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep = Rule(*rule)
         t = self.sum_parts
         if keep is not None:
             x, y = self._select(x, y, keep, measure_ec)
