@@ -1,11 +1,12 @@
-"""Stage train_dense@EXPERIMENT-SEED / train_sel@EXPERIMENT-SEED: one experiment, one seed ->
+"""Stage train_{dense,sel,budget}@EXPERIMENT-SEED: one experiment, one seed ->
 models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv and
 summary.json, and one MLflow run (sel/experiments/stage.py).
 
-Usage: python -m pipeline.train {dense,sel} EXPERIMENT SEED
+Usage: python -m pipeline.train {dense,sel,budget} EXPERIMENT SEED
 
 train_dense runs the experiments that read nothing of `sel`, `sort` or `calibrate`; train_sel
-the others (it depends on them). A checkpoint is saved after every epoch; run again after a
+those that do (it depends on them); train_budget the dense runs whose budget is another
+experiment's plan (it depends on every experiment's knobs). A checkpoint is saved after every epoch; run again after a
 kill, the stage goes on from the last finished epoch, into the same MLflow run.
 """
 
@@ -16,12 +17,12 @@ from sel.core.errors import SelError
 from sel.config.params import load_params
 from sel.experiments.stage import train_experiment
 
-USAGE = "python -m pipeline.train {dense,sel} EXPERIMENT SEED"
+USAGE = "python -m pipeline.train {dense,sel,budget} EXPERIMENT SEED"
 
 
 @stage
 def main(argv=sys.argv[1:]):
-    if len(argv) != 3 or argv[0] not in ("dense", "sel"):
+    if len(argv) != 3 or argv[0] not in ("dense", "sel", "budget"):
         raise SelError(f"usage: {USAGE}")
     group, name, seed = argv[0], argv[1], seed_arg(argv[2:], USAGE)
     s = train_experiment(load_params(), group, name, seed)

@@ -25,8 +25,10 @@ TINY = {
     "experiments": {"baseline": {"epochs": 1}, "lottery": {"pretrain_epochs": 1, "epochs": 1},
                     "warmup_sel": {"warmup_epochs": 1, "warmup_per_class": 4},
                     "baseline_masked": {"epochs": 1}},
-    # the original's four and one control: the others plan and train through the same code
-    "train_stages": {"dense": ["baseline", "lottery"], "sel": ["sel95", "warmup_sel", "sel_random_order"]},
+    # the original's four, one control and one budget-matched run: the others plan and train
+    # through the same code
+    "train_stages": {"dense": ["baseline", "lottery"], "sel": ["sel95", "warmup_sel", "sel_random_order"],
+                     "budget": ["dense_at_sel95"]},
 }
 
 

@@ -60,13 +60,17 @@ def test_bench_reports_both_loops():
         assert case["original_math"] == PYTORCH_DEFAULT_MATH  # on a CPU ours runs under them too
         assert case["ours_math"] == PYTORCH_DEFAULT_MATH
     assert report["matmul_peak_gflops"]["fp32"] > 0 and report["eval"][0]["ours_img_s"] > 0
-    # selective backward at the default keeps, against the dense step timed beside it
-    assert [(m["method"], m["keep"]) for m in report["methods"]] == [("selective", 0.5), ("selective", 0.25)]
+    # each method at the default keeps and ratios, against the dense step timed beside it
+    assert [(m["method"], m.get("keep", m.get("ratio"))) for m in report["methods"]] == [
+        ("selective", 0.5), ("selective", 0.25), ("class_draw", 0.5), ("class_draw", 0.25),
+        ("infobatch", 0.5), ("infobatch", 0.7)]
     for method in report["methods"]:
         assert method["ours_syncs_per_step"] == 0 and method["ours_dense_img_s"] > 0
         assert method["ours_speedup"] == pytest.approx(method["ours_img_s"] / method["ours_dense_img_s"], rel=0.05,
                                                        abs=0.01)
-    assert 1 < report["methods"][0]["flops_ratio"] < report["methods"][1]["flops_ratio"]
+    ratios = [m["flops_ratio"] for m in report["methods"]]
+    assert 1 < ratios[0] < ratios[1] and ratios[2:4] == [2.0, 4.0]  # the draw trains a half, a quarter
+    assert ratios[4] == pytest.approx(1 / (1 - 0.25), abs=0.01) and ratios[5] == pytest.approx(1 / (1 - 0.35), abs=0.01)
 
 
 def test_the_default_math_is_a_fresh_processes():

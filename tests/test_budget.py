@@ -28,14 +28,17 @@ BATCH = 16
 
 
 def params_with(**experiments):
-    """params.yaml's, tiny, with `experiments` (new ones listed under train_stages.sel)."""
+    """params.yaml's, tiny, with `experiments` (new ones listed under train_stages.budget if their
+    budget names another experiment, else under train_stages.sel)."""
     raw = copy.deepcopy(RAW)
     raw["model"] = {"width": 4, "pretrained": False}
     raw["data"] = {"held_out_per_class": 1}
     raw["train"]["batch_size"] = BATCH
     raw["sel"].update(epochs_per_stage=1, samples_per_class=3)
     raw["experiments"].update(experiments)
-    raw["train_stages"]["sel"] += [n for n in experiments if n not in RAW["experiments"]]
+    for n, spec in experiments.items():
+        if n not in RAW["experiments"]:
+            raw["train_stages"]["budget" if isinstance(spec.get("budget"), str) else "sel"].append(n)
     return parse_params(raw)
 
 
@@ -128,11 +131,21 @@ def test_bad_budgets_and_schedules_name_the_key(experiment, message):
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
-def test_a_budget_from_a_curriculum_belongs_in_the_stage_that_reads_sel():
+def test_a_budget_naming_another_experiment_belongs_in_the_stage_that_depends_on_it():
+    """train_budget depends on every experiment's knobs and on sel.*: a run whose budget is another
+    experiment's plan is refused anywhere else, and nothing else is listed there."""
     raw = copy.deepcopy(RAW)
-    raw["train_stages"]["sel"].remove("dense_at_sel95")
+    raw["train_stages"]["budget"].remove("dense_at_sel95")
     raw["train_stages"]["dense"].append("dense_at_sel95")
-    with pytest.raises(SelError, match="train_stages.dense.5 = 'dense_at_sel95': it reads sel"):
+    with pytest.raises(SelError, match=r"train_stages.dense.9 = 'dense_at_sel95': its budget is experiment "
+                                       r"sel95's plan: list it under train_stages.budget"):
         parse_params(raw)
-    raw["experiments"]["dense_at_sel95"]["budget"] = "baseline"  # a dense budget reads nothing of sel
+    raw = copy.deepcopy(RAW)
+    raw["train_stages"]["dense"].remove("baseline_linear")
+    raw["train_stages"]["budget"].append("baseline_linear")
+    with pytest.raises(SelError, match="train_stages.budget.3 = 'baseline_linear': train_budget runs dense"):
+        parse_params(raw)
+    raw["experiments"]["baseline_linear"]["budget"] = 0.5  # a fraction: its own plan, train_dense's
+    raw["train_stages"]["budget"].remove("baseline_linear")
+    raw["train_stages"]["dense"].append("baseline_linear")
     parse_params(raw)

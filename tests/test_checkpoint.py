@@ -26,7 +26,8 @@ DATA = Cifar(*make_arrays(4, 2))
 
 def state(done: int = 3) -> dict:
     trainer = {"model": {"w": torch.arange(2048.0)}, "optimizer": {"state": {}}, "mask": None,
-               "generator": torch.zeros(16, dtype=torch.uint8), "torch_rng": torch.get_rng_state()}
+               "generator": torch.zeros(16, dtype=torch.uint8), "torch_rng": torch.get_rng_state(),
+               "class_e": torch.ones(10), "scores": torch.ones(40)}
     return {"mlflow_run_id": "run-1",
             "run": {"done": done, "rows": [{"epoch": 1}], "totals": {"time_s": 1.0}, "trainer": trainer}}
 

@@ -40,7 +40,7 @@ def stage_script(stage: dict) -> Path:
 
 
 def test_every_stage_lists_the_params_it_reads():
-    assert set(STAGES) == {"check_params", "download", "sort", "calibrate", "train_dense", "train_sel",
+    assert set(STAGES) == {"check_params", "download", "sort", "calibrate", "train_dense", "train_sel", "train_budget",
                            "aggregate"}
     assert STAGES["check_params"]["params"] == [{"params.yaml": None}]  # the whole file
     assert "data/params-checked" in STAGES["download"]["deps"]
@@ -54,9 +54,13 @@ def test_every_stage_lists_the_params_it_reads():
 
 def test_the_default_experiments_sit_in_the_stage_that_depends_on_what_they_read():
     params = Params()
-    assert params.train_stages.dense == ("baseline", "lottery", "baseline_linear", "selective_50", "selective_25")
+    assert params.train_stages.dense[:2] == ("baseline", "lottery")
     assert not any(plan_reads_sel(params, n) for n in params.train_stages.dense)
     assert all(plan_reads_sel(params, n) for n in params.train_stages.sel)
+    # a budget naming another experiment: the stage that depends on every experiment's knobs
+    assert params.train_stages.budget == tuple(n for n, e in params.experiments.items() if isinstance(e.budget, str))
+    assert {"experiments", "sel"} <= set(STAGES["train_budget"]["params"])
+    assert not [d for d in STAGES["train_budget"]["deps"] if "pools" in d or "gamma" in d]
     assert set(params.train_stages.names()) == set(params.experiments)
 
 

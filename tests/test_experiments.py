@@ -133,7 +133,7 @@ def test_a_users_variant_is_a_few_lines_of_params():
     (lambda r: r["experiments"]["sel95"].update(recipe="sparse"), "must be one of dense | lottery | curriculum"),
     (lambda r: r["train_stages"]["dense"].append("sel95"), "list it under train_stages.sel"),
     (lambda r: r["train_stages"]["sel"].append("baseline"), "listed twice"),
-    (lambda r: r["train_stages"]["sel"].append("nope"), "train_stages.sel.9 = 'nope': no such experiment"),
+    (lambda r: r["train_stages"]["sel"].append("nope"), "train_stages.sel.8 = 'nope': no such experiment"),
     (lambda r: r["attribution"].update(x=["sel95"]), "attribution.x"),
     (lambda r: r["attribution"].update(x=["sel95", "nope"]), "'nope' is not an experiment"),
     (lambda r: r.update(seeds=[42, 42]), "seeds = [42, 42]: must be distinct"),

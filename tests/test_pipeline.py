@@ -12,8 +12,10 @@ from browser import drawn_charts, rendered_dom
 from builders import CLASSES
 from conftest import git_commit, mlflow_runs, run
 
-EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5}
+# dense_at_sel95: sel95's 150 images (windows of 3+4+3+2+3 of 12 per class), one epoch of 120 and 30
+EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5, "dense_at_sel95": 2}
 SEL_RUNS = ("sel95", "warmup_sel", "sel_random_order")
+READS_SEL = {f"train_sel@{n}" for n in SEL_RUNS} | {"train_budget@dense_at_sel95"}  # a budget reads sel95's plan
 PER_EPOCH = (["schedule/stage", "acc/train_acc", "loss/train_loss", "acc/test_full", "acc/test_100",
               "sparsity/sparsity", "sparsity/params_changed", "sparsity/gamma", "compute/time_s", "compute/train_time_s",
               "compute/flops_proxy_T", "compute/flops_executed_T", "compute/flops_eval_T"]
@@ -26,7 +28,7 @@ def ran_stages(output: str) -> set[str]:
 
 def stages_of_seed(seed: int) -> set[str]:
     return ({f"sort@{seed}", f"calibrate@{seed}"} | {f"train_dense@{n}-{seed}" for n in ("baseline", "lottery")}
-            | {f"train_sel@{n}-{seed}" for n in SEL_RUNS})
+            | {f"{stage}-{seed}" for stage in READS_SEL})
 
 
 @pytest.mark.unprepared  # its first repro runs every stage
@@ -88,7 +90,7 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     # stages; nothing else runs but the params check and the aggregate (one exp run shows both)
     git_commit(project, "tiny run")
     exp = run(["dvc", "exp", "run", "-n", "tweak", "-S", "sel.gamma_decay=0.5", "-S", "seeds=[42,43]"], project)
-    assert ran_stages(exp.stdout) == ({f"train_sel@{n}-42" for n in SEL_RUNS} | stages_of_seed(43)
+    assert ran_stages(exp.stdout) == ({f"{stage}-42" for stage in READS_SEL} | stages_of_seed(43)
                                       | {"check_params", "aggregate"}), exp.stdout
     client, runs = mlflow_runs(project)
     assert len(runs["baseline"]) == len(runs["lottery"]) == 2  # seed 42's did not run again

@@ -140,7 +140,8 @@ class SelParams:
 
 # The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
 RECIPE_KEYS = {
-    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget", "selective_keep"},
+    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget", "selective_keep",
+              "class_draw", "class_draw_floor", "infobatch_prune"},
     "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
     "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode",
                    "selective_keep"},
@@ -178,6 +179,16 @@ class Experiment:
                                          "candidates and trains on batch_size of them, drawn by loss "
                                          "(null: off; docs/savings.md)",
                                          lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    class_draw: float | None = _knob(None, "dense, E-driven class draw: each epoch trains on this share of "
+                                     "the images, each class's part following its running E (null: off; "
+                                     "docs/savings.md)", lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    class_draw_floor: float = _knob(0.5, "dense, E-driven class draw: each class gets at least this "
+                                    "fraction of an equal share (1: a uniform random subset)",
+                                    lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    infobatch_prune: float | None = _knob(None, "dense, InfoBatch: each epoch leaves out each image whose "
+                                          "last loss is below the mean with this chance, the last 12.5% of "
+                                          "epochs none (null: off; docs/savings.md)",
+                                          lambda v: None if 0 < v < 1 else "must be in (0, 1)")
 
     @property
     def masked(self) -> bool:
@@ -222,9 +233,17 @@ DEFAULT_EXPERIMENTS = {
     # methods whose savings are executed (docs/savings.md): the baseline's schedule, a share trained
     "selective_50": {"recipe": "dense", "epochs": 30, "selective_keep": 0.5},
     "selective_25": {"recipe": "dense", "epochs": 30, "selective_keep": 0.25},
+    "class_draw_50": {"recipe": "dense", "epochs": 30, "class_draw": 0.5},
+    "class_draw_25": {"recipe": "dense", "epochs": 30, "class_draw": 0.25},
+    "infobatch_r50": {"recipe": "dense", "epochs": 30, "infobatch_prune": 0.5},
+    "infobatch_r70": {"recipe": "dense", "epochs": 30, "infobatch_prune": 0.7},
+    "dense_at_class_draw_50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "class_draw_50"},
+    "dense_at_class_draw_25": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "class_draw_25"},
 }
 
-DENSE_STAGE = ("baseline", "lottery", "baseline_linear", "selective_50", "selective_25")  # read nothing of sel.*
+DENSE_STAGE = ("baseline", "lottery", "baseline_linear", "selective_50", "selective_25", "class_draw_50",
+               "class_draw_25", "infobatch_r50", "infobatch_r70")  # read nothing of sel.*
+BUDGET_STAGE = ("dense_at_sel95", "dense_at_class_draw_50", "dense_at_class_draw_25")  # budget: another's plan
 
 DEFAULT_ATTRIBUTION = {
     "sel95_vs_baseline": ("sel95", "baseline"),
@@ -235,20 +254,31 @@ DEFAULT_ATTRIBUTION = {
     "mask_on_baseline": ("baseline_masked", "baseline"),
     "linear_lr": ("baseline_linear", "baseline"),
     "sel95_vs_dense_at_its_budget": ("sel95", "dense_at_sel95"),
+    "class_draw_50_vs_dense_at_its_budget": ("class_draw_50", "dense_at_class_draw_50"),
+    "class_draw_25_vs_dense_at_its_budget": ("class_draw_25", "dense_at_class_draw_25"),
 }
 
 
 @dataclass(frozen=True)
 class TrainStagesParams:
     """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
-    `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains."""
+    `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains; `train_budget`
+    trains the dense runs whose budget is another experiment's plan, and depends on every
+    experiment's knobs and on `sel.*`, so a change to the experiment it names re-runs it."""
 
     dense: tuple[Name, ...] = _knob(lambda: DENSE_STAGE, "experiments trained by stage train_dense")
-    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS if n not in DENSE_STAGE),
+    sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS
+                                                if n not in DENSE_STAGE + BUDGET_STAGE),
                                   "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
+    budget: tuple[Name, ...] = _knob(lambda: BUDGET_STAGE, "experiments trained by stage train_budget (a "
+                                     "budget naming another experiment)")
 
     def names(self) -> tuple[str, ...]:
-        return self.dense + self.sel
+        return self.dense + self.sel + self.budget
+
+    def group_of(self, name: str) -> str:
+        """The stage group that lists `name`."""
+        return next(g for g in ("dense", "sel", "budget") if name in getattr(self, g))
 
 
 @dataclass(frozen=True)
@@ -409,7 +439,7 @@ def _check_together(p: Params):
             _fail(f"sel.stages.{i}.name", stage.name, "stage names must be unique")
         names.add(stage.name)
     seen = set()
-    for group in ("dense", "sel"):
+    for group in ("dense", "sel", "budget"):
         for i, name in enumerate(getattr(p.train_stages, group)):
             key = f"train_stages.{group}.{i}"
             if name not in p.experiments:
@@ -417,10 +447,18 @@ def _check_together(p: Params):
             if name in seen:
                 _fail(key, name, "listed twice")
             seen.add(name)
+            named = isinstance(p.experiments[name].budget, str)
+            if group != "budget" and named:
+                _fail(key, name, f"its budget is experiment {p.experiments[name].budget}'s plan: list it under "
+                      "train_stages.budget, whose stage depends on every experiment's knobs")
+            if group == "budget" and (not named or p.experiments[name].reads_sel):
+                _fail(key, name, "train_budget runs dense, unmasked runs whose budget names another "
+                      "experiment: list it under train_stages.dense or train_stages.sel")
             if group == "dense" and plan_reads_sel(p, name):
-                _fail(key, name, "it reads sel.* (curriculum, mask, loss-scaled lr or a curriculum's "
-                      "budget): list it under train_stages.sel, whose stage depends on them")
+                _fail(key, name, "it reads sel.* (curriculum, mask or loss-scaled lr): list it under "
+                      "train_stages.sel, whose stage depends on them")
     for name, spec in p.experiments.items():
+        _check_method(name, spec)
         if isinstance(spec.budget, str):
             _check_budget(p, name, spec.budget)
     for factor, pair in p.attribution.items():
@@ -429,6 +467,22 @@ def _check_together(p: Params):
         for name in pair:
             if name not in p.experiments:
                 _fail(f"attribution.{factor}", list(pair), f"{name!r} is not an experiment")
+
+
+def _check_method(name: str, spec: Experiment):
+    """One method per experiment, and InfoBatch without what needs its images known beforehand."""
+    methods = [k for k in ("selective_keep", "class_draw", "infobatch_prune") if getattr(spec, k) is not None]
+    if len(methods) > 1:
+        _fail(f"experiments.{name}.{methods[1]}", getattr(spec, methods[1]),
+              f"one method per experiment: it already has {methods[0]}")
+    for knob in ("class_draw", "infobatch_prune"):
+        if getattr(spec, knob) is not None and spec.budget is not None:
+            _fail(f"experiments.{name}.budget", spec.budget, f"a method's run takes no budget (it has {knob}): "
+                  "give the budget to a dense run, naming this experiment")
+    if spec.infobatch_prune is not None and spec.lr_schedule != "constant":
+        _fail(f"experiments.{name}.lr_schedule", spec.lr_schedule,
+              "infobatch_prune takes only constant (its images per epoch follow the losses, so the "
+              "steps a linear decay spans are not known before it runs)")
 
 
 def _check_budget(p: Params, name: str, other: str):
@@ -441,6 +495,9 @@ def _check_budget(p: Params, name: str, other: str):
     if p.experiments[other].selective_keep is not None:  # its executed FLOPs are not images x FLOPs
         _fail(key, other, "must name an experiment without selective_keep (its candidate forwards "
               "cost FLOPs that a count of training images does not hold)")
+    if p.experiments[other].infobatch_prune is not None:
+        _fail(key, other, "must name an experiment without infobatch_prune (its images follow its "
+              "losses: no plan holds them)")
 
 
 def parse_params(raw: dict) -> Params:
@@ -474,6 +531,7 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
         "calibrate": ["model", "train.device", "sort.scorer", "calibrate"],
         "train_dense": experiment,
         "train_sel": experiment + ["sel"],
+        "train_budget": ["data.held_out_per_class", "model", "train", "experiments", "sel", "mlflow"],
         "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",
                       "attribution", "mlflow"],
     }

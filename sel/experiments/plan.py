@@ -4,7 +4,8 @@ Every experiment is one of three recipes (`sel.config.params.Experiment`), and `
 phases, each carrying its own update rule, gamma, learning-rate rule and prune:
 
 dense       epochs on every training image (baseline; with `mask`, SEL's mask on that schedule;
-            with a `budget`, fewer images, `budget_phases`)
+            with a `budget`, fewer images, `budget_phases`; with a method's knob, each epoch's
+            images drawn by it: `class_draw`, `infobatch_prune`)
 lottery     dense pre-training (not recorded, as the original), global magnitude prune, rewind,
             masked retraining
 curriculum  an optional dense warm-up on the easiest images of each class (E = C = 0), then the
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sel.method.class_draw import drawn_count
 from sel.method.curriculum import Pools, stage_gamma
+from sel.method.infobatch import pruned_epochs
 from sel.data.dataset import Cifar, held_out_indices
 from sel.train.device import Stopwatch, resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
 from sel.core.errors import SelError
@@ -47,6 +50,13 @@ class Phase:
     recorded: bool = True  # lottery pre-training is in neither the history, the FLOPs nor the time
     measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
     keep: float | None = None  # selective backward: share of each step's candidates trained on
+    draw: float | None = None  # E-driven class draw: share of `indices` each epoch trains on
+    draw_floor: float = 0.0  # ... each class's share at least draw_floor / C
+    prune_ratio: float | None = None  # InfoBatch: chance a below-mean-loss image is left out
+
+    def images(self) -> int:
+        """Images an epoch draws (InfoBatch's vary with the losses: at most all of them)."""
+        return drawn_count(len(self.indices), self.draw) if self.draw is not None else len(self.indices)
 
 
 def needs_pools(spec: Experiment) -> bool:
@@ -104,7 +114,7 @@ def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | 
 
 def executed_images(phases: list[Phase]) -> int:
     """Training images the recorded phases run: `compute/flops_executed_T` per image's FLOPs."""
-    return sum(phase.epochs * len(phase.indices) for phase in phases if phase.recorded)
+    return sum(phase.epochs * phase.images() for phase in phases if phase.recorded)
 
 
 def budget_images(spec: Experiment, params: Params, counts: np.ndarray) -> int:
@@ -130,7 +140,7 @@ def budget_phases(images: int, n_train: int, seed: int, **rule) -> list[Phase]:
 
 def with_linear_lr(phases: list[Phase], batch_size: int) -> list[Phase]:
     """Every phase told the run's optimizer steps, over which the learning rate decays to zero."""
-    steps = sum(phase.epochs * math.ceil(len(phase.indices) / candidate_size(batch_size, phase.keep))
+    steps = sum(phase.epochs * math.ceil(phase.images() / candidate_size(batch_size, phase.keep))
                 for phase in phases)
     for phase in phases:
         phase.lr_decay_steps = steps
@@ -155,7 +165,12 @@ def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = N
     if spec.recipe == "dense":
         images = spec.epochs * n_train if spec.budget is None else budget_images(spec, params, counts)
         phases = budget_phases(images, n_train, seed, lr_loss_scale=lr_loss_scale, keep=spec.selective_keep,
-                               **update(0))
+                               draw=spec.class_draw, draw_floor=spec.class_draw_floor, **update(0))
+        if spec.infobatch_prune is not None:  # a budget is refused with it (params)
+            (whole,) = phases
+            pruned = pruned_epochs(whole.epochs)
+            phases = [Phase("infobatch", pruned, everything, 0, prune_ratio=spec.infobatch_prune, **update(0)),
+                      Phase("anneal", whole.epochs - pruned, everything, 0, **update(0))]
         return with_linear_lr(phases, params.train.batch_size) if spec.lr_schedule == "linear" else phases
     if spec.recipe == "lottery":
         return [Phase("pretrain", spec.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
@@ -209,9 +224,14 @@ class ExperimentRun:
             trainer.prune_and_rewind(phase.prune_fraction)
             started = time.perf_counter()  # the original starts its clock after the rewind
         self.training_clock.start()
-        sums = trainer.train_epoch(self._device_indices(phase), phase.update, phase.gamma, phase.measure_ec,
-                                   phase.lr_loss_scale, phase.target_sparsity, phase.lr_decay_steps,
-                                   phase.keep)
+        indices = self._device_indices(phase)
+        if phase.draw is not None:
+            indices = trainer.draw_by_embarrassment(indices, phase.draw, phase.draw_floor)
+        elif phase.prune_ratio is not None:
+            indices = trainer.prune_by_loss(indices, phase.prune_ratio)
+        sums = trainer.train_epoch(indices, phase.update, phase.gamma, phase.measure_ec, phase.lr_loss_scale,
+                                   phase.target_sparsity, phase.lr_decay_steps, phase.keep,
+                                   weighted=phase.prune_ratio is not None)
         self.training_clock.stop()
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
@@ -223,10 +243,10 @@ class ExperimentRun:
                            f"lower train.lr or check the data")
         self.done += 1
         self.totals["wall_s"] += seconds
-        images = len(phase.indices)
+        images = len(indices)
         if not phase.recorded:
             self.totals["pretrain_time_s"] += seconds
-            self.totals["pretrain_flops_executed"] += self.executed_flops(phase)
+            self.totals["pretrain_flops_executed"] += self.executed_flops(phase, images)
             self._report(phase, k, None, seconds)
             return None
         self.totals["train_time_s"] += self.training_clock.seconds()
@@ -240,10 +260,10 @@ class ExperimentRun:
             self._indices[id(phase)] = torch.as_tensor(phase.indices, device=self.trainer.device)
         return self._indices[id(phase)]
 
-    def executed_flops(self, phase: Phase) -> float:
-        """Training FLOPs one epoch of `phase` executes, every extra forward of a method included."""
-        return epoch_flops(len(phase.indices), self.trainer.batch_size, phase.keep, self.train_flops,
-                           self.eval_flops)
+    def executed_flops(self, phase: Phase, images: int) -> float:
+        """Training FLOPs an epoch of `phase` on `images` executed, every extra forward of a method
+        included."""
+        return epoch_flops(images, self.trainer.batch_size, phase.keep, self.train_flops, self.eval_flops)
 
     def _row(self, phase: Phase, train: dict, ev: dict, images: int, seconds: float) -> dict:
         batch_size = self.trainer.batch_size
@@ -251,7 +271,7 @@ class ExperimentRun:
         sparsity = train["sparsity"] / steps
         t = self.totals
         t["flops_proxy"] += proxy_flops(self.n_params, sparsity, trained_images(images, batch_size, phase.keep))
-        t["flops_executed"] += self.executed_flops(phase)
+        t["flops_executed"] += self.executed_flops(phase, images)
         t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
         t["time_s"] += seconds
         row = {"epoch": len(self.rows) + 1, "schedule/stage": phase.stage,
@@ -272,8 +292,8 @@ class ExperimentRun:
         """One progress line: epoch, accuracy, elapsed and the time left, estimated per image."""
         if self.out is None:
             return
-        done_images = sum(len(p.indices) for p, _ in self.schedule[:self.done])
-        left_images = sum(len(p.indices) for p, _ in self.schedule[self.done:])
+        done_images = sum(p.images() for p, _ in self.schedule[:self.done])
+        left_images = sum(p.images() for p, _ in self.schedule[self.done:])
         eta = self.totals["wall_s"] / max(done_images, 1) * left_images
         if row is None:
             what = "(pre-training, not recorded)"

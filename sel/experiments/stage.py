@@ -113,7 +113,7 @@ def prepared_inputs(params: Params, spec: Experiment, data: Cifar, seed: int):
 
 
 def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
-    """Train experiment `name` of stage group `group` (dense | sel) at `seed` from the prepared
+    """Train experiment `name` of stage group `group` (dense | sel | budget) at `seed` from the prepared
     data under data/, resuming from its checkpoint if one is there; returns its summary."""
     spec = experiment_for(params, group, name)
     tracker = Tracker(params.mlflow.experiment)  # reach the store before any work

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sel.core.errors import SelError
 
 PREPARE = ("download", "sort", "calibrate")
-TRAINING = ("train_dense@", "train_sel@")
+TRAINING = ("train_dense@", "train_sel@", "train_budget@")
 
 
 def dvc(*args: str) -> list[str]:

@@ -156,7 +156,7 @@ def plan(grid: dict, raw: dict, root: Path) -> list[Trial]:
 def _trial(folder: Path, name: str, seed: int, point: dict, raw: dict, params, prepared: dict) -> Trial:
     spec = params.experiments[name]
     flat = flatten(raw)
-    group = "dense" if name in params.train_stages.dense else "sel"
+    group = params.train_stages.group_of(name)
     # each step is named by what it reads, as DVC would: points that differ only in params an
     # experiment does not read (the baseline across SEL knobs) share one run
     reads = _reads(flat, stage_keys(f"train_{group}", name))

@@ -2,7 +2,7 @@
 on the same model width, batch size and device. Prints JSON.
 
     python -m sel.speed.bench [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
-                        [--keeps 0.5 0.25] [--repeats 3] [--compile] [--profile]
+                        [--keeps 0.5 0.25] [--prunes 0.5 0.7] [--repeats 3] [--compile] [--profile]
 
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
@@ -17,10 +17,13 @@ the warm-up, which is lengthened to hold it). `--compile` adds our step under to
 `--profile` the share of each operator in our SEL step.
 
 `methods`: each method whose savings are executed against our dense step, in the same process on
-the same device: selective backward at each `--keeps` fraction, timed per image of the epoch
-(every candidate forwarded, the kept share trained), so `speedup` is the epoch's real speedup on
-this hardware, extra forward included, beside `flops_ratio`, what its executed FLOPs promise;
-each is the median of `--repeats` adjacent (dense, method) pairs.
+the same device: selective backward and the E-driven class draw at each `--keeps` fraction,
+InfoBatch at each `--prunes` ratio, timed per image of the epoch they draw from (selective: every
+candidate forwarded, the kept share trained; the class draw: the drawn share trained, the draw
+included; InfoBatch: the pruning and the weighted steps on what it kept, with scores spread so that
+half the images are below the mean), so `speedup` is the epoch's real speedup on this hardware,
+every extra pass included, beside `flops_ratio`, what its executed FLOPs promise; each is the
+median of `--repeats` adjacent (dense, method) pairs.
 """
 
 import argparse
@@ -87,34 +90,53 @@ def _ours(width, device, precision, data, use_compile=False, cuda_graphs=False):
                    use_compile=use_compile, cuda_graphs=cuda_graphs)
 
 
-def _epoch(trainer, idx, update, gamma, keep=None):
+def share(method) -> float:
+    """The share of an epoch's images a method trains (InfoBatch: half below the mean, `ratio` of
+    them left out); 1 for the dense step, `method` None."""
+    kind, value = method or (None, 1.0)
+    return 1 - value / 2 if kind == "infobatch" else value
+
+
+def per_step_images(method) -> int:
+    """Images of the epoch each step of `method` stands for."""
+    return candidate_size(BATCH, share(method)) if method else BATCH
+
+
+def _epoch(trainer, idx, update, gamma, method=None):
     """An epoch of dense steps, or of SEL steps as the original takes them (loss-scaled lr);
-    `keep`: selective backward."""
-    return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0, keep=keep)
+    `method`: (selective | class_draw | infobatch, its keep or ratio), the epoch's draw included."""
+    kind, value = method or (None, None)
+    if kind == "class_draw":
+        idx = trainer.draw_by_embarrassment(idx, value, floor=0.5)
+    elif kind == "infobatch":
+        trainer.scores.copy_(torch.rand(len(trainer.scores), generator=torch.Generator().manual_seed(0)))
+        idx = trainer.prune_by_loss(idx, value)
+    return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0,
+                               keep=value if kind == "selective" else None, weighted=kind == "infobatch")
 
 
 def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_compile=False,
-              cuda_graphs=False, keep=None):
+              cuda_graphs=False, method=None):
     """(images per second, host syncs per step, math settings) of our loop, under the math its
-    Trainer sets; a compile or a capture happens in the warm-up. With `keep` (selective backward),
-    a step takes `candidate_size` images of the epoch, and the rate counts them all."""
+    Trainer sets; a compile or a capture happens in the warm-up. With a `method`, each step stands
+    for `per_step_images` of the epoch, and the rate counts them all."""
     if cuda_graphs:
         warmup = max(warmup, WARMUP_STEPS + 1)
-    per_step = candidate_size(BATCH, keep)
+    per_step = per_step_images(method)
     with default_math():
         trainer = _ours(width, device, precision, data, use_compile, cuda_graphs)
         idx = torch.arange(per_step * max(steps, warmup), device=device)
-        _epoch(trainer, idx[:per_step * warmup], update, gamma, keep).tolist()
+        _epoch(trainer, idx[:per_step * warmup], update, gamma, method).tolist()
         idx = idx[:per_step * steps]
         with SyncCounter() as counter:
-            _epoch(trainer, idx[:per_step * 3], update, gamma, keep)
+            _epoch(trainer, idx[:per_step * 3], update, gamma, method)  # InfoBatch's one read is its prune
         _sync(device)
         started = time.perf_counter()
-        _epoch(trainer, idx, update, gamma, keep).tolist()
+        _epoch(trainer, idx, update, gamma, method).tolist()
         return per_step * steps / (time.perf_counter() - started), counter.count / 3, math_settings()
 
 
-def time_methods(width, keeps, steps, warmup, device, precision, data, repeats=3) -> list[dict]:
+def time_methods(width, methods, steps, warmup, device, precision, data, repeats=3) -> list[dict]:
     """Each method's epoch images per second against our dense step's, eager and (on CUDA)
     graphed, with the ratio its executed FLOPs promise. The two are timed in `repeats` adjacent
     pairs and the median pair's ratio reported: on a shared machine the load drifts between
@@ -122,16 +144,19 @@ def time_methods(width, keeps, steps, warmup, device, precision, data, repeats=3
     train, evaluation = flops_per_image(fresh_model(0, width, False, 10))
     loops = [("ours", False)] + ([("graphed", True)] if device.type == "cuda" else [])
     rows = []
-    for keep in keeps:
-        row = {"width": width, "method": "selective", "keep": keep,
-               "flops_ratio": round(train / (epoch_flops(1000, BATCH, keep, train, evaluation) / 1000), 2)}
+    for method in methods:
+        kind, value = method
+        executed = (epoch_flops(1000, BATCH, value, train, evaluation) if kind == "selective"
+                    else train * 1000 * share(method))
+        row = {"width": width, "method": kind, "keep" if kind != "infobatch" else "ratio": value,
+               "flops_ratio": round(train * 1000 / executed, 2)}
         for loop, graphed in loops:
             pairs = []
             for _ in range(repeats):
                 dense, _, _ = time_ours(width, DENSE, steps, warmup, device, precision, data, None,
                                         cuda_graphs=graphed)
                 rate, syncs, _ = time_ours(width, DENSE, steps, warmup, device, precision, data, None,
-                                           cuda_graphs=graphed, keep=keep)
+                                           cuda_graphs=graphed, method=method)
                 pairs.append((rate / dense, rate, dense))
             ratio, rate, dense = sorted(pairs)[len(pairs) // 2]
             row.update({f"{loop}_img_s": round(rate, 1), f"{loop}_dense_img_s": round(dense, 1),
@@ -265,14 +290,18 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--keeps", type=float, nargs="*", default=[0.5, 0.25],
-                    help="selective backward's keep fractions to time against the dense step")
+                    help="selective backward's and the class draw's keep fractions to time against the dense step")
+    ap.add_argument("--prunes", type=float, nargs="*", default=[0.5, 0.7],
+                    help="InfoBatch's prune ratios to time against the dense step")
     ap.add_argument("--repeats", type=int, default=3, help="adjacent (dense, method) timings per method")
     ap.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
     ap.add_argument("--profile", action="store_true", help="add where our SEL step spends its time")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    per_step = max([candidate_size(BATCH, keep) for keep in args.keeps] + [BATCH])
+    methods = ([("selective", k) for k in args.keeps] + [("class_draw", k) for k in args.keeps]
+               + [("infobatch", r) for r in args.prunes])
+    per_step = max(per_step_images(m) for m in methods + [None])
     data = synthetic(per_step * (args.steps + max(args.warmup, WARMUP_STEPS + 1) + 3), 1000)
     report = {"device": describe(device), "precision": precision, "batch": BATCH,
               "matmul_peak_gflops": matmul_peaks(device),
@@ -304,7 +333,7 @@ def main(argv=None):
                                         gamma, use_compile=True)
                 report["cases"][-1]["ours_compiled_img_s"] = round(compiled, 1)
             print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)
-        for row in time_methods(width, args.keeps, args.steps, args.warmup, device, precision, data,
+        for row in time_methods(width, methods, args.steps, args.warmup, device, precision, data,
                                 args.repeats):
             report["methods"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)

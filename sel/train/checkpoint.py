@@ -23,11 +23,12 @@ import torch
 
 from sel.core.files import anchored, locked, remove_stale_partials
 
-FORMAT = 3
+FORMAT = 4
 # what the training stage (sel/experiments/stage.py) reads back: the owner, its own keys, ExperimentRun's and Trainer's state_dict
 REQUIRED = {"owner": {"experiment": {}, "configuration": {}}, "mlflow_run_id": {},
             "run": {"done": {}, "rows": {}, "totals": {}, "trainer": {
-                "model": {}, "optimizer": {}, "mask": {}, "generator": {}, "torch_rng": {}}}}
+                "model": {}, "optimizer": {}, "mask": {}, "generator": {}, "torch_rng": {},
+                "class_e": {}, "scores": {}}}}
 
 
 def _file_digest(path: Path) -> str:

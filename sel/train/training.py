@@ -19,7 +19,9 @@ from sel.data.augment import Images
 from sel.method.curriculum import epoch_order
 from sel.data.dataset import Cifar
 from sel.train.device import autocast, exact_fp32, memory_format
+from sel.method.class_draw import class_shares, draw_by_class, drawn_count
 from sel.method.embarrassment import class_counts, class_embarrassment
+from sel.method.infobatch import prune_well_learned
 from sel.train.graphs import StepGraphs
 from sel.method.prune import Mask, global_magnitude_mask
 from sel.method.selective import candidate_size, kept_count, select_by_loss
@@ -31,8 +33,8 @@ DENSE, SEL, MASKED = "dense", "sel", "masked"
 class Rule(NamedTuple):
     """What a step does, and so what one captured graph replays: the update, whether it measures
     E/C, the loss scaling of its lr, the target sparsity (target-mode gamma), the steps over which
-    its lr decays to zero (linear schedule) and the share of candidates it trains on (selective
-    backward)."""
+    its lr decays to zero (linear schedule), the share of candidates it trains on (selective
+    backward) and whether its loss is weighted per image (InfoBatch)."""
 
     update: str
     measure_ec: bool
@@ -40,6 +42,9 @@ class Rule(NamedTuple):
     target_sparsity: float | None
     lr_decay_steps: int | None
     keep: float | None
+    weighted: bool = False
+
+
 TARGET_SAMPLE = 1 << 16  # gradient entries whose quantile sets gamma in target mode
 
 
@@ -105,6 +110,13 @@ class Trainer:
         self.run_step = torch.zeros((), device=device)  # steps of the whole run: t of a decaying lr
         self.mask: Mask | None = None
         self.select_noise = {}  # selective backward: candidates per step -> its Exp(1) draws
+        # the epoch draws: each class's running E (the last epoch's mean; the E-driven class
+        # draw), each image's last training loss and this epoch's loss weight (InfoBatch), and
+        # the images of a weighted step, at a fixed address
+        self.class_e = torch.ones(self.n_classes, device=device)
+        self.scores = torch.ones(len(self.train_set), device=device)
+        self.image_weight = torch.ones(len(self.train_set), device=device)
+        self.batch_ids = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.graphs = StepGraphs(self._step, device) if cuda_graphs else None
         self.optimizer = self.new_optimizer()
 
@@ -124,7 +136,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "mask": None if self.mask is None else self.mask.flat,
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "run_step": self.run_step.clone()}
+                "run_step": self.run_step.clone(), "class_e": self.class_e.clone(), "scores": self.scores.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         """All or nothing: a state that does not fit this trainer (another width's model, say)
@@ -144,6 +156,8 @@ class Trainer:
             self.optimizer.param_groups[0]["capturable"] = True
             self.graphs.reset()
         self.run_step.copy_(state["run_step"])
+        self.class_e.copy_(state["class_e"])
+        self.scores.copy_(state["scores"])
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
 
@@ -169,15 +183,30 @@ class Trainer:
         k = min(max(round(sparsity * (m + 1)), 1), m)
         return self.grads.flat[self._target_sample].abs().kthvalue(k).values
 
+    def draw_by_embarrassment(self, indices: torch.Tensor, keep: float, floor: float) -> torch.Tensor:
+        """The E-driven class draw's images for this epoch (`sel.method.class_draw`), of a fixed
+        count, drawn on the device from the running E."""
+        return draw_by_class(indices, self.train_set.y[indices], class_shares(self.class_e, floor),
+                             drawn_count(len(indices), keep), self.generator)
+
+    def prune_by_loss(self, indices: torch.Tensor, ratio: float) -> torch.Tensor:
+        """InfoBatch's images for this epoch (`sel.method.infobatch`); sets their loss weights,
+        which a weighted step reads."""
+        kept, weights = prune_well_learned(indices, self.scores, ratio, self.generator)
+        self.image_weight[kept] = weights
+        return kept
+
     def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
                     measure_ec: bool = True, lr_loss_scale: float = 0.0,
                     target_sparsity: float | None = None, lr_decay_steps: int | None = None,
-                    keep: float | None = None) -> torch.Tensor:
+                    keep: float | None = None, weighted: bool = False) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. `update`: dense, sel (zero |g| <= gamma, or,
         with `target_sparsity`, at the gamma that zeroes that fraction) or masked (lottery).
         The learning rate is `step_lr`'s, or the base one when neither knob moves it. `keep`:
         selective backward, each step trains on that share of its candidates
-        (`sel.method.selective`). Returns the sums over its steps, on the device (`sums_layout`;
+        (`sel.method.selective`). `weighted`: each image's loss is weighted by `image_weight` and
+        its score set to it (InfoBatch). With `measure_ec` the epoch's mean E per class becomes
+        the running E the class draw reads. Returns the sums over its steps, on the device (`sums_layout`;
         `unpack_sums` names them once read back)."""
         self.model.train()
         self.sums.zero_()
@@ -187,36 +216,49 @@ class Trainer:
             self.gamma.fill_(gamma)
         if not lr_loss_scale and not lr_decay_steps:
             self.set_lr(self.base_lr)
-        rule = Rule(update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep)
+        rule = Rule(update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep, weighted)
         per_step = candidate_size(self.batch_size, keep)
-        for batch in epoch_order(indices, self.generator).split(per_step):
+        batches = epoch_order(indices, self.generator).split(per_step)
+        for batch in batches:
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
             if keep is not None:  # drawn here, read by the step at a fixed address
                 if per_step not in self.select_noise:
                     self.select_noise[per_step] = torch.empty(per_step, device=self.device)
                 self.select_noise[per_step].exponential_(generator=self.generator)
+            if weighted:
+                self.batch_ids[:len(batch)].copy_(batch)
             if self.graphs is not None and len(batch) == per_step:
                 self.graphs.run(x, y, rule)
             else:  # the last, smaller batch of an epoch runs eagerly
                 self._step(x, y, rule)
+        if measure_ec:
+            self.class_e.copy_(self.sum_parts["E"] / len(batches))
         return self.sums.clone()
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, rule: Rule) -> None:
         """One training step, adding to `self.sums`; reads nothing back to the host, and reads
         no Python value that changes between steps of the same `rule` (a graph replays it)."""
-        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep = Rule(*rule)
+        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep, weighted = Rule(*rule)
         t = self.sum_parts
         if keep is not None:
             x, y = self._select(x, y, keep, measure_ec)
         with autocast(self.device, self.precision):
             logits = self._forward(x, len(y) == self.batch_size)
-        loss = F.cross_entropy(logits.float(), y)
+        if weighted:
+            ids = self.batch_ids[:len(y)]
+            losses = F.cross_entropy(logits.float(), y, reduction="none")
+            self.scores.index_copy_(0, ids, losses.detach())
+            loss = (losses * self.image_weight[ids]).mean()
+            mean_loss = losses.detach().mean()  # what the epoch's train loss records: unweighted
+        else:
+            loss = F.cross_entropy(logits.float(), y)
+            mean_loss = loss.detach()
         # remember the first step whose loss is NaN or infinite, without reading it back
         t["bad_step"].copy_(torch.where((t["bad_step"] < 0) & ~torch.isfinite(loss.detach()),
                                         self.step_index, t["bad_step"]))
         if keep is None:
-            self._record(logits.detach(), y, loss.detach(), measure_ec)
+            self._record(logits.detach(), y, mean_loss, measure_ec)
         if lr_loss_scale or lr_decay_steps:
             self.set_lr(self.step_lr(loss.detach(), lr_loss_scale, lr_decay_steps))
         loss.backward()
