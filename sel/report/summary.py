@@ -21,7 +21,10 @@ PERCENT = {"acc/test_full", "acc/test_100", "sparsity/sparsity", "sparsity/param
 COLOURS = {"baseline": "#1f77b4", "lottery": "#d62728", "sel95": "#2ca02c", "warmup_sel": "#ff7f0e",
            "baseline_masked": "#9467bd", "sel_dense_grads": "#8c564b", "sel_constant_lr": "#e377c2",
            "random_subsets": "#7f7f7f", "sel_random_order": "#bcbd22", "sel95_target": "#17becf",
-           "baseline_linear": "#aec7e8", "dense_at_sel95": "#98df8a"}
+           "baseline_linear": "#aec7e8", "dense_at_sel95": "#98df8a", "selective_50": "#ff9896",
+           "selective_25": "#c5b0d5", "class_draw_50": "#c49c94", "class_draw_25": "#f7b6d2",
+           "infobatch_r50": "#c7c7c7", "infobatch_r70": "#dbdb8d", "dense_at_class_draw_50": "#9edae5",
+           "dense_at_class_draw_25": "#ffbb78"}
 SPARE = ["#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"]  # experiments of your own
 
 
