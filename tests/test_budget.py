@@ -107,6 +107,19 @@ def test_a_budget_named_after_an_experiment_executes_its_flops():
     assert dense.summary()["compute/flops_executed_T"] == sel95.summary()["compute/flops_executed_T"] > 0
 
 
+def test_a_budget_named_after_a_selective_run_executes_its_flops_candidate_forwards_included():
+    params = params_with(selective={"recipe": "dense", "epochs": 2, "selective_keep": 0.5},
+                         at_selective={"recipe": "dense", "epochs": 2, "lr_schedule": "linear",
+                                       "budget": "selective"})
+    selective, dense = tiny_run(params, "selective"), tiny_run(params, "at_selective")
+    selective.run()
+    dense.run()
+    executed = selective.summary()["compute/flops_executed_T"]
+    # 200 candidates forwarded, 100 trained: between the 100 trained images and all 200
+    assert 100 < executed_images(dense.phases) < 200
+    assert dense.summary()["compute/flops_executed_T"] == pytest.approx(executed, abs=dense.train_flops / 1e12)
+
+
 def test_a_budget_larger_than_the_run_is_refused_in_one_line():
     params = params_with(short={"recipe": "dense", "epochs": 1, "budget": "sel95"})
     with pytest.raises(SelError) as e:
@@ -143,7 +156,7 @@ def test_a_budget_naming_another_experiment_belongs_in_the_stage_that_depends_on
     raw = copy.deepcopy(RAW)
     raw["train_stages"]["dense"].remove("baseline_linear")
     raw["train_stages"]["budget"].append("baseline_linear")
-    with pytest.raises(SelError, match="train_stages.budget.3 = 'baseline_linear': train_budget runs dense"):
+    with pytest.raises(SelError, match="train_stages.budget.5 = 'baseline_linear': train_budget runs dense"):
         parse_params(raw)
     raw["experiments"]["baseline_linear"]["budget"] = 0.5  # a fraction: its own plan, train_dense's
     raw["train_stages"]["budget"].remove("baseline_linear")

@@ -239,11 +239,14 @@ DEFAULT_EXPERIMENTS = {
     "infobatch_r70": {"recipe": "dense", "epochs": 30, "infobatch_prune": 0.7},
     "dense_at_class_draw_50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "class_draw_50"},
     "dense_at_class_draw_25": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "class_draw_25"},
+    "dense_at_selective_50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "selective_50"},
+    "dense_at_selective_25": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "selective_25"},
 }
 
 DENSE_STAGE = ("baseline", "lottery", "baseline_linear", "selective_50", "selective_25", "class_draw_50",
                "class_draw_25", "infobatch_r50", "infobatch_r70")  # read nothing of sel.*
-BUDGET_STAGE = ("dense_at_sel95", "dense_at_class_draw_50", "dense_at_class_draw_25")  # budget: another's plan
+BUDGET_STAGE = ("dense_at_sel95", "dense_at_selective_50", "dense_at_selective_25", "dense_at_class_draw_50",
+                "dense_at_class_draw_25")  # budget: another's plan
 
 DEFAULT_ATTRIBUTION = {
     "sel95_vs_baseline": ("sel95", "baseline"),
@@ -254,6 +257,8 @@ DEFAULT_ATTRIBUTION = {
     "mask_on_baseline": ("baseline_masked", "baseline"),
     "linear_lr": ("baseline_linear", "baseline"),
     "sel95_vs_dense_at_its_budget": ("sel95", "dense_at_sel95"),
+    "selective_50_vs_dense_at_its_budget": ("selective_50", "dense_at_selective_50"),
+    "selective_25_vs_dense_at_its_budget": ("selective_25", "dense_at_selective_25"),
     "class_draw_50_vs_dense_at_its_budget": ("class_draw_50", "dense_at_class_draw_50"),
     "class_draw_25_vs_dense_at_its_budget": ("class_draw_25", "dense_at_class_draw_25"),
 }
@@ -492,9 +497,6 @@ def _check_budget(p: Params, name: str, other: str):
         _fail(key, other, f"no such experiment (experiments: {', '.join(p.experiments)})")
     if p.experiments[other].budget is not None:  # itself included
         _fail(key, other, "must name another experiment, one without a budget of its own")
-    if p.experiments[other].selective_keep is not None:  # its executed FLOPs are not images x FLOPs
-        _fail(key, other, "must name an experiment without selective_keep (its candidate forwards "
-              "cost FLOPs that a count of training images does not hold)")
     if p.experiments[other].infobatch_prune is not None:
         _fail(key, other, "must name an experiment without infobatch_prune (its images follow its "
               "losses: no plan holds them)")

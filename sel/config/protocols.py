@@ -49,6 +49,8 @@ CPU_SEEDS = {
     "experiments.infobatch_r70.epochs": 6,
     "experiments.dense_at_class_draw_50.epochs": 6,
     "experiments.dense_at_class_draw_25.epochs": 6,
+    "experiments.dense_at_selective_50.epochs": 6,
+    "experiments.dense_at_selective_25.epochs": 6,
     "experiments.warmup_sel.warmup_epochs": 1,
     "experiments.warmup_sel.warmup_per_class": 80,
     "sel.epochs_per_stage": 2,

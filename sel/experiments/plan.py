@@ -28,7 +28,7 @@ from sel.train.device import Stopwatch, resolve_compile, resolve_cuda_graphs, re
 from sel.core.errors import SelError
 from sel.method.flops import flops_per_image, proxy_flops
 from sel.method.selective import candidate_size, epoch_flops, trained_images
-from sel.train.model import fresh_model, n_params
+from sel.train.model import build_model, fresh_model, n_params
 from sel.config.params import Experiment, Params
 from sel.train.training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
 
@@ -119,14 +119,24 @@ def executed_images(phases: list[Phase]) -> int:
 
 def budget_images(spec: Experiment, params: Params, counts: np.ndarray) -> int:
     """The images a dense run's budget allows: a fraction of its epochs x images, or the executed
-    images of the experiment it names, from that one's plan alone (its windows' sizes depend on
-    the class counts, not on the pools' order nor on gamma), so no run of it is needed."""
+    training FLOPs of the experiment it names in training images' worth, from that one's plan
+    alone (its windows' sizes depend on the class counts, not on the pools' order nor on gamma),
+    so no run of it is needed. A selective run's candidate forwards count at a forward's FLOPs
+    over a training image's (the model's, counted on the meta device)."""
     n_train = int(counts.sum())
     if not isinstance(spec.budget, str):
         return round(spec.budget * spec.epochs * n_train)
     other = params.experiments[spec.budget]
     sizes_only = Pools(np.arange(n_train), counts)
-    return executed_images(plan(other, params, n_train, sizes_only, gamma=0.0))
+    phases = plan(other, params, n_train, sizes_only, gamma=0.0)
+    if other.selective_keep is None:
+        return executed_images(phases)
+    with torch.device("meta"):  # shapes only: no weights drawn, no random state used
+        shape = build_model(params.model.width, False, len(counts))
+    train, evaluation = flops_per_image(shape)
+    flops = sum(phase.epochs * epoch_flops(len(phase.indices), params.train.batch_size, phase.keep, train,
+                                           evaluation) for phase in phases if phase.recorded)
+    return round(flops / train)
 
 
 def budget_phases(images: int, n_train: int, seed: int, **rule) -> list[Phase]:

@@ -24,7 +24,8 @@ COLOURS = {"baseline": "#1f77b4", "lottery": "#d62728", "sel95": "#2ca02c", "war
            "baseline_linear": "#aec7e8", "dense_at_sel95": "#98df8a", "selective_50": "#ff9896",
            "selective_25": "#c5b0d5", "class_draw_50": "#c49c94", "class_draw_25": "#f7b6d2",
            "infobatch_r50": "#c7c7c7", "infobatch_r70": "#dbdb8d", "dense_at_class_draw_50": "#9edae5",
-           "dense_at_class_draw_25": "#ffbb78"}
+           "dense_at_class_draw_25": "#ffbb78", "dense_at_selective_50": "#e7ba52",
+           "dense_at_selective_25": "#843c39"}
 SPARE = ["#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"]  # experiments of your own
 
 
