@@ -126,6 +126,12 @@ def test_a_users_variant_is_a_few_lines_of_params():
     assert warm.epochs == 2 and all(p.target_sparsity == 0.5 and p.lr_loss_scale == 2.0 for p in stages)
 
 
+def test_a_stage_group_may_be_empty():
+    raw = copy.deepcopy(RAW)
+    raw["train_stages"]["budget"] = []
+    assert parse_params(raw).train_stages.budget == ()
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["experiments"].update(mine={"epochs": 3}), "experiments.mine.recipe"),
     (lambda r: r["experiments"]["baseline"].update(order="random"), "experiments.baseline.order = 'random': not read by recipe dense"),
@@ -138,6 +144,8 @@ def test_a_users_variant_is_a_few_lines_of_params():
     (lambda r: r["attribution"].update(x=["sel95", "nope"]), "'nope' is not an experiment"),
     (lambda r: r.update(seeds=[42, 42]), "seeds = [42, 42]: must be distinct"),
     (lambda r: r.update(seeds=[]), "seeds = []: must be a non-empty list"),
+    (lambda r: r.update(train_stages={"dense": [], "sel": [], "budget": []}), "train_stages = {"),
+    (lambda r: r.update(train_stages={"dense": [], "sel": [], "budget": []}), "lists no experiment"),
     (lambda r: r["sel"].update(target_sparsity=1.0), "sel.target_sparsity = 1.0: must be in (0, 1)"),
     (lambda r: r["sel"].update(gamma_mode="adaptive"), "calibrated | target"),
 ])

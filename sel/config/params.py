@@ -348,7 +348,8 @@ def _coerce(value, tp, key):
         return {n: _coerce(v, item, f"{key}.{n}") for n, v in _keys(value, tp, key).items()}
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
-        if not isinstance(value, list) or not value:
+        # a stage group may be empty (DVC's matrix then has no stage); every other list may not
+        if not isinstance(value, list) or not (value or key.startswith("train_stages.")):
             _fail(key, value, "must be a non-empty list")
         return tuple(_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value))
     if not _matches(value, tp):
@@ -443,6 +444,8 @@ def _check_together(p: Params):
         if stage.name in names:
             _fail(f"sel.stages.{i}.name", stage.name, "stage names must be unique")
         names.add(stage.name)
+    if not p.train_stages.names():
+        _fail("train_stages", dataclasses.asdict(p.train_stages), "lists no experiment")
     seen = set()
     for group in ("dense", "sel", "budget"):
         for i, name in enumerate(getattr(p.train_stages, group)):
