@@ -138,9 +138,25 @@ def mlflow_runs(repo: Path, experiment: str = "sel-benchmark"):
     return client, by_name
 
 
+# The longest tests, longest first (minutes each on a 2-core CPU): they start first, so that the
+# pytest-xdist workers, each taking the next test when it frees, end at about the same time.
+LONGEST = ["test_pipeline.py::test_repro_tracks_every_run",
+           "test_reliability.py::test_sigkill_mid_epoch_resumes_into_the_same_run[lottery",
+           "test_reliability.py::test_sigkill_mid_epoch_resumes_into_the_same_run[sel95",
+           "test_reliability.py::test_two_queued_experiments_run_in_parallel_on_sqlite",
+           "test_reliability.py::test_sigkill_mid_epoch_resumes_into_the_same_run[baseline",
+           "test_parallel.py::test_parallel_runs_the_pipeline"]
+
+
 def pytest_collection_modifyitems(items):
     """Tests that run the pipeline for real (a DVC project, Ray, servers) are `slow`: the quick
-    tier, `python -m pytest -m "not slow"`, leaves them out for the edit loop; CI runs them all."""
+    tier, `python -m pytest -m "not slow"`, leaves them out for the edit loop; CI runs them all.
+    The LONGEST go first, in that order."""
     for item in items:
         if "project" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+    def rank(item) -> int:
+        return next((i for i, name in enumerate(LONGEST) if f"/{name}" in f"/{item.nodeid}"), len(LONGEST))
+
+    items.sort(key=rank)  # stable: the others keep their order
