@@ -13,6 +13,15 @@ import yaml
 from builders import make_arrays, write_class_folder_tar
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist the workers share the cores, as sel.scale.parallel's jobs do: torch's threads
+# in each worker and in the processes its tests start, else they busy-wait on each other's cores
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 PROJECT_FILES = ["sel", "pipeline", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore", ".dvc/plots"]
 
