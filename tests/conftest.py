@@ -13,6 +13,15 @@ import yaml
 from builders import make_arrays, write_class_folder_tar
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist the workers share the cores, as sel.scale.parallel's jobs do: torch's threads
+# in each worker and in the processes its tests start, else they busy-wait on each other's cores
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 PROJECT_FILES = ["sel", "pipeline", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore", ".dvc/plots"]
 
@@ -140,9 +149,25 @@ def mlflow_runs(repo: Path, experiment: str = "sel-benchmark"):
     return client, by_name
 
 
+# The longest tests, longest first (minutes each on a 2-core CPU): they start first, so that the
+# pytest-xdist workers, each taking the next test when it frees, end at about the same time.
+LONGEST = ["test_pipeline.py::test_repro_tracks_every_run",
+           "test_reliability.py::test_sigkill_mid_epoch_resumes_into_the_same_run[lottery",
+           "test_reliability.py::test_sigkill_mid_epoch_resumes_into_the_same_run[sel95",
+           "test_reliability.py::test_two_queued_experiments_run_in_parallel_on_sqlite",
+           "test_reliability.py::test_sigkill_mid_epoch_resumes_into_the_same_run[baseline",
+           "test_parallel.py::test_parallel_runs_the_pipeline"]
+
+
 def pytest_collection_modifyitems(items):
     """Tests that run the pipeline for real (a DVC project, Ray, servers) are `slow`: the quick
-    tier, `python -m pytest -m "not slow"`, leaves them out for the edit loop; CI runs them all."""
+    tier, `python -m pytest -m "not slow"`, leaves them out for the edit loop; CI runs them all.
+    The LONGEST go first, in that order."""
     for item in items:
         if "project" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+    def rank(item) -> int:
+        return next((i for i, name in enumerate(LONGEST) if f"/{name}" in f"/{item.nodeid}"), len(LONGEST))
+
+    items.sort(key=rank)  # stable: the others keep their order

@@ -26,12 +26,15 @@ SLEEP = "import time; time.sleep(120)"
 
 @pytest.fixture
 def other_training():
-    """A process that looks like another stage's training (`-m pipeline.train dense other 7` in
-    its argv), started detached (through a shell that exits) so it is no descendant of the test."""
-    out = subprocess.run(["sh", "-c", f"{sys.executable} -c '{SLEEP}' -m pipeline.train dense other 7 "
+    """A process that looks like another stage's training (`-m pipeline.train dense other SEED`
+    in its argv), started detached (through a shell that exits) so it is no descendant of the
+    test; yields its name. SEED is this pytest process's pid: a test on another pytest-xdist
+    worker starts one of another name, and other training on the host may be seen beside too."""
+    seed = os.getpid()
+    out = subprocess.run(["sh", "-c", f"{sys.executable} -c '{SLEEP}' -m pipeline.train dense other {seed} "
                                       ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True)
     pid = int(out.stdout)
-    yield pid
+    yield f"other@{seed}"
     os.kill(pid, signal.SIGTERM)
 
 
@@ -51,10 +54,10 @@ def test_another_training_is_seen_and_its_own_family_is_not(other_training):
     out = subprocess.run([sys.executable, "-c", parent, "-m", "pipeline.train", "dense", "mine", "1"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     seen = ast.literal_eval(out.stdout)
-    assert seen.count("other@7") == 1 and "mine@1" not in seen
+    assert seen.count(other_training) == 1 and "mine@1" not in seen
     worker = subprocess.Popen([sys.executable, "-c", SLEEP, "-m", "pipeline.train", "dense", "worker", "2"])
     try:
-        assert "other@7" in training_beside() and "worker@2" not in training_beside()
+        assert other_training in training_beside() and "worker@2" not in training_beside()
     finally:
         worker.kill()
         worker.wait()
@@ -68,13 +71,14 @@ def test_a_resumed_run_keeps_what_its_first_part_saw(other_training):
     saved.seek(0)
     beside = Beside(torch.load(saved, weights_only=True)["beside"])
     beside.sample()
-    assert beside.peak == 50 and {"earlier@3", "other@7"} <= set(beside.summary()["beside"])
-    assert beside.tags()["sel.beside"].startswith("earlier@3, ")
+    assert beside.peak == 50 and {"earlier@3", other_training} <= set(beside.summary()["beside"])
+    tag = beside.tags()["sel.beside"].split(", ")  # every name seen, sorted, the restored one too
+    assert tag == beside.summary()["beside"] == sorted(tag) and {"earlier@3", other_training} <= set(tag)
 
 
 def test_a_tiny_run_records_what_trained_beside_it(tmp_path, monkeypatch, other_training, migrated_store):
     """A real training run, at the library level (no DVC): summary.json and the MLflow run say
-    that `other@7` trained beside it."""
+    that the other training trained beside it."""
     from mlflow import MlflowClient
 
     from sel.config.params import load_params
@@ -89,11 +93,11 @@ def test_a_tiny_run_records_what_trained_beside_it(tmp_path, monkeypatch, other_
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     summary = train_experiment(load_params(), "dense", "baseline", 42)
-    assert summary["compute/beside_max"] >= 1 and "other@7" in summary["beside"]
+    assert summary["compute/beside_max"] >= 1 and other_training in summary["beside"]
     written = json.loads((tmp_path / "metrics/runs/baseline/seed42/summary.json").read_text())
     assert written["beside"] == summary["beside"]
     tags = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(summary["mlflow_run_id"]).data.tags
-    assert "other@7" in tags["sel.beside"].split(", ")
+    assert other_training in tags["sel.beside"].split(", ")
 
 
 def test_summary_md_marks_the_times_measured_beside_other_training():

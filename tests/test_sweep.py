@@ -56,6 +56,12 @@ def wait_for_checkpoint(repo: Path, experiment: str, proc: subprocess.Popen, tim
         time.sleep(0.1)
 
 
+# The tests that start a local Ray run on one pytest-xdist worker, one after another: every local
+# Ray shares the host's /tmp/ray (its session_latest link, its cache of ports), and one Ray's
+# workers (a sweep of 4 trials at once) would crowd another's, whose trials must overlap.
+one_ray_at_a_time = pytest.mark.xdist_group("ray")
+
+
 def training_process(driver: subprocess.Popen, experiment: str) -> psutil.Process:
     """The `pipeline.train` process training `experiment` for this sweep's driver (a trial's step):
     only its descendants, never a process of another sweep or test on the same machine."""
@@ -79,6 +85,7 @@ def assert_each_trial_once_finished(client, runs: list, epochs: int | None = Non
             assert sorted(steps) == list(range(1, epochs + 1)), (r.info.run_name, steps)
 
 
+@one_ray_at_a_time
 def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
     """A second driver of the same sweep, started while the first runs, is refused in one line
     (no trial trained twice); a rerun of the finished sweep logs into its one aggregate run."""
@@ -124,6 +131,7 @@ def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
     assert agg_again.data.metrics == agg.data.metrics
 
 
+@one_ray_at_a_time
 def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_same_run(project):
     epochs = 12
     grid = write_grid(project, {"name": "kill", "experiments": ["baseline"], "seeds": [42],
@@ -140,6 +148,7 @@ def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_sa
     assert_each_trial_once_finished(client, runs["baseline"], epochs)
 
 
+@one_ray_at_a_time
 @pytest.mark.skipif(postgres_bin() is None and not os.environ.get("SEL_REQUIRE_POSTGRES"),
                     reason="PostgreSQL not installed (.ci/run installs Debian's postgresql)")
 @pytest.mark.fresh_store  # asserts that no local store is made
@@ -284,6 +293,7 @@ def loopback(ip: str) -> bool:
     return (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1 too
 
 
+@one_ray_at_a_time
 @pytest.mark.slow  # starts a real Ray
 def test_a_local_sweeps_ray_listens_on_loopback_only():
     out = run([sys.executable, "-c", RAY_LISTENERS], ROOT, timeout=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from servers import free_port
+from servers import closed_port
 from sel.core.errors import SelError
 from sel.track.tracking import Tracker
 
@@ -77,7 +77,7 @@ def test_a_store_in_a_folder_it_cannot_write_names_the_whole_path(tmp_path):
 
 
 def test_a_closed_port_names_the_refused_connection(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(SelError) as raised:
+    with closed_port() as port, pytest.raises(SelError) as raised:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         Tracker("x")
     assert "Connection refused" in str(raised.value) and "\n" not in str(raised.value)
