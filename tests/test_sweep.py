@@ -89,7 +89,9 @@ def assert_each_trial_once_finished(client, runs: list, epochs: int | None = Non
 def test_a_grid_runs_on_two_ray_workers_once_and_a_rerun_runs_nothing(project):
     """A second driver of the same sweep, started while the first runs, is refused in one line
     (no trial trained twice); a rerun of the finished sweep logs into its one aggregate run."""
+    # runs of several seconds each, so that two workers' runs overlap however their start-ups differ
     grid = write_grid(project, {"name": "tiny", "experiments": ["baseline", "sel95"], "seeds": [42, 43],
+                                "base": {"experiments.baseline.epochs": 6, "sel.epochs_per_stage": 2},
                                 "grid": {"sel.gamma_decay": [0.3]}})
     first = start_sweep(project, grid, "--workers", "2")
     out = read_until(first, "sweep tiny: ")  # its folder laid out and locked, the trials submitted
