@@ -57,18 +57,7 @@ CPU_SEEDS = {
     "sel.samples_per_class": 160,
 }
 
-# cpu-seeds without the three runs the savings question does not read (the lottery, Warmup+SEL and
-# target-mode SEL-95), so that the methods, their budget-matched dense runs and the controls behind
-# the attribution table, five seeds each, fit in about an hour on two cores.
-CPU_SAVINGS = {
-    **CPU_SEEDS,
-    "train_stages.dense": ["baseline", "baseline_linear", "selective_50", "selective_25", "class_draw_50",
-                           "class_draw_25", "infobatch_r50", "infobatch_r70"],
-    "train_stages.sel": ["sel95", "sel_dense_grads", "sel_random_order", "sel_constant_lr", "random_subsets",
-                         "baseline_masked"],
-}
-
-PROTOCOLS = {"full": {}, "cpu-small": CPU_SMALL, "cpu-seeds": CPU_SEEDS, "cpu-savings": CPU_SAVINGS}
+PROTOCOLS = {"full": {}, "cpu-small": CPU_SMALL, "cpu-seeds": CPU_SEEDS}
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:
