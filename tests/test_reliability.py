@@ -45,8 +45,12 @@ def checkpoint_done(repo) -> int:
 
 
 def start(cmd, repo):
+    """`cmd` in a session of its own, with SIGINT at its default, as a user's shell starts it,
+    whatever disposition this test process inherited (an ignored SIGINT is inherited through
+    exec, and Python then never raises KeyboardInterrupt)."""
     return subprocess.Popen(cmd, cwd=repo, env=env_for_stages(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(condition, timeout=240, what="condition", poll=0.05):
