@@ -1,23 +1,25 @@
 """Stage calibrate@SEED: data/cifar10.npz -> data/seed<SEED>/gamma.json, SEL's threshold on
 |grad| from that seed's scorer (`sort.scorer`, sel/scoring/scorer.py), the one sort scores with.
 
-Usage: python -m pipeline.calibrate SEED
+Usage: python -m pipeline.calibrate SEED (under DVC: no argument, the seed read from DVC_STAGE)
 """
 
 import sys
 
 from sel.scoring.calibration import calibrate_gamma
-from sel.core.cli import seed_arg, stage
+from sel.core.cli import seed_arg, stage, stage_args
 from sel.data.dataset import Cifar
 from sel.core.files import seed_data, write_json
-from sel.config.params import load_params
+from sel.config.params import load_params, stage_items
 from sel.scoring.scorer import scoring_trainer
+
+USAGE = "python -m pipeline.calibrate SEED"
 
 
 @stage
 def main(argv=sys.argv[1:]):
-    seed = seed_arg(argv, "python -m pipeline.calibrate SEED")
     params = load_params()
+    seed = seed_arg(stage_args(argv, USAGE, stage_items(params, "calibrate")), USAGE)
     data = Cifar.load("data/cifar10.npz")
     trainer = scoring_trainer(params, data, seed)
     c = params.calibrate

@@ -1,25 +1,27 @@
 """Stage sort@SEED: data/cifar10.npz -> data/seed<SEED>/pools.npz, each class's training images
 easy to hard under that seed's scorer (`sort.scorer`, sel/scoring/scorer.py).
 
-Usage: python -m pipeline.sort SEED
+Usage: python -m pipeline.sort SEED (under DVC: no argument, the seed read from DVC_STAGE)
 """
 
 import sys
 
 import numpy as np
 
-from sel.core.cli import seed_arg, stage
+from sel.core.cli import seed_arg, stage, stage_args
 from sel.data.dataset import Cifar
 from sel.core.files import seed_data, staged_outputs
-from sel.config.params import load_params
+from sel.config.params import load_params, stage_items
 from sel.scoring.scorer import scoring_trainer, train_scorer
 from sel.scoring.sorting import difficulty_order, score
+
+USAGE = "python -m pipeline.sort SEED"
 
 
 @stage
 def main(argv=sys.argv[1:]):
-    seed = seed_arg(argv, "python -m pipeline.sort SEED")
     params = load_params()
+    seed = seed_arg(stage_args(argv, USAGE, stage_items(params, "sort")), USAGE)
     data = Cifar.load("data/cifar10.npz")
     trainer = scoring_trainer(params, data, seed)
     train_scorer(trainer, params.sort.scorer_epochs)

@@ -2,7 +2,8 @@
 models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv and
 summary.json, and one MLflow run (sel/experiments/stage.py).
 
-Usage: python -m pipeline.train {dense,sel,budget} EXPERIMENT SEED
+Usage: python -m pipeline.train {dense,sel,budget} EXPERIMENT SEED (under DVC: no argument, all
+three read from DVC_STAGE)
 
 train_dense runs the experiments that read nothing of `sel`, `sort` or `calibrate`; train_sel
 those that do (it depends on them); train_budget the dense runs whose budget is another
@@ -12,20 +13,24 @@ kill, the stage goes on from the last finished epoch, into the same MLflow run.
 
 import sys
 
-from sel.core.cli import seed_arg, stage
+from sel.core.cli import seed_arg, stage, stage_args
 from sel.core.errors import SelError
-from sel.config.params import load_params
+from sel.config.params import load_params, stage_items
 from sel.experiments.stage import train_experiment
 
+GROUPS = ("dense", "sel", "budget")
 USAGE = "python -m pipeline.train {dense,sel,budget} EXPERIMENT SEED"
 
 
 @stage
 def main(argv=sys.argv[1:]):
-    if len(argv) != 3 or argv[0] not in ("dense", "sel", "budget"):
+    params = load_params()
+    items = {k: v for group in GROUPS for k, v in stage_items(params, f"train_{group}").items()}
+    argv = stage_args(argv, USAGE, items)
+    if len(argv) != 3 or argv[0] not in GROUPS:
         raise SelError(f"usage: {USAGE}")
     group, name, seed = argv[0], argv[1], seed_arg(argv[2:], USAGE)
-    s = train_experiment(load_params(), group, name, seed)
+    s = train_experiment(params, group, name, seed)
     print(f"{name}@{seed}: test {s['acc/test_full']:.2%}, held-out {s['acc/test_100']:.2%}, "
           f"{s['compute/time_s']:.0f}s, proxy {s['compute/flops_proxy_T']:.3g} TFLOPs, "
           f"executed {s['compute/flops_executed_T']:.3g} TFLOPs")

@@ -40,6 +40,10 @@ def other_training():
 
 def test_names_of_what_trains():
     assert training_name(["python", "-m", "pipeline.train", "sel", "sel95", "42"]) == "sel95@42"
+    # under DVC the command names nothing: the item's name is in its DVC_STAGE
+    assert training_name(["python", "-m", "pipeline.train"], "train_sel@sel95-42") == "sel95@42"
+    assert training_name(["python", "-m", "pipeline.train"], "train_dense@lr-1e-3-43") == "lr-1e-3@43"
+    assert training_name(["python", "-m", "pipeline.train"]) == "pipeline.train"
     assert training_name(["timeout", "9", "python", "-m", "sel.speed.bench", "--widths", "16"]) == "sel.speed.bench"
     assert training_name(["/bin/sh", "-c", "python -m pipeline.train dense baseline 42"]) is None  # DVC's shell
     assert training_name(["python", "-m", "pipeline.aggregate"]) is None
@@ -61,6 +65,19 @@ def test_another_training_is_seen_and_its_own_family_is_not(other_training):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_a_stage_that_dvc_runs_is_named_from_its_dvc_stage():
+    """dvc.yaml's commands carry no names (`python -m pipeline.train`): the item is read from
+    the process's environment."""
+    seed = os.getpid()
+    out = subprocess.run(["sh", "-c", f"DVC_STAGE=train_sel@via-env-{seed} {sys.executable} -c '{SLEEP}' "
+                                      "-m pipeline.train >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True)
+    try:
+        assert f"via-env@{seed}" in training_beside()
+    finally:
+        os.kill(int(out.stdout), signal.SIGTERM)
 
 
 def test_a_resumed_run_keeps_what_its_first_part_saw(other_training):

@@ -9,6 +9,7 @@ from sel.config.names import check_name, check_names
 
 CIFAR100 = ["aquarium_fish", "maple_tree", "sweet_pepper", "lawn_mower", "pickup_truck", "willow_tree"]
 EVIL = "x$(touch PWNED)"  # relative: a stage runs at the project root
+QUOTED = "';touch PWNED;'"  # breaks out of single quotes: '${item.experiment}' would run it
 
 
 @pytest.mark.parametrize("name", ["baseline", "sel95.v2", "lr-1e-3", "Warmup_SEL", "a" * 64, *CIFAR100])
@@ -41,9 +42,20 @@ def test_a_shared_params_yaml_cannot_run_a_command_through_dvc_repro(project):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(refused), out.stderr
     assert "Running stage 'download'" not in out.stdout
-    # a stage run on its own skips check_params: its quoted command hands the name to the script
-    for dep in ("data/cifar10.npz", "data/cifar10.json"):  # DVC hashes a stage's deps first
-        (project / dep).parent.mkdir(exist_ok=True)
-        (project / dep).write_text("a stand-in")
-    out = run(["dvc", "repro", "--single-item", f"train_dense@{EVIL}-42"], project, check=False)
-    assert refused in out.stderr and not (project / "PWNED").exists(), out.stderr
+
+
+@pytest.mark.parametrize("override, item, refused", [
+    ({"experiments": {f"x{QUOTED}": {"recipe": "dense", "epochs": 1}},
+      "train_stages": {"dense": ["baseline", f"x{QUOTED}"]}}, f"train_dense@x{QUOTED}-42", "experiments"),
+    ({"seeds": [f"42{QUOTED}"]}, f"train_dense@baseline-42{QUOTED}", "seeds.0"),
+    ({"seeds": [f"42{QUOTED}"]}, f"sort@42{QUOTED}", "seeds.0")])
+def test_a_stage_run_on_its_own_runs_no_command_from_a_name_or_seed(project, override, item, refused):
+    """`dvc repro --single-item` and `dvc exp run -s` run one stage and skip check_params: no
+    command interpolates a value of params.yaml, so a quote in a name or seed ends nowhere but
+    in the stage's own check, one line naming the key."""
+    set_params(project, override)
+    for cmd in (["dvc", "repro", "--single-item", item], ["dvc", "exp", "run", "-s", item]):
+        out = run(cmd, project, check=False)
+        assert not (project / "PWNED").exists(), (cmd, out.stdout, out.stderr)
+        errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("error: ")]
+        assert out.returncode != 0 and errors and errors[0].startswith(f"error: params: {refused}"), (cmd, out.stderr)

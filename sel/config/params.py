@@ -523,10 +523,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
+def stage_items(p: Params, stage: str) -> dict[str, list[str]]:
+    """The names DVC gives the items of a foreach or matrix stage of dvc.yaml (`sort@42`,
+    `train_dense@baseline-42`), each with the arguments of its script."""
+    if stage in ("sort", "calibrate"):
+        return {f"{stage}@{seed}": [str(seed)] for seed in p.seeds}
+    group = stage.removeprefix("train_")
+    return {f"{stage}@{name}-{seed}": [group, name, str(seed)]
+            for name in getattr(p.train_stages, group) for seed in p.seeds}
+
+
 def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
     """The params keys (or sections) each stage reads, as dvc.yaml lists them: a stage re-runs
-    only when one of these changes. Its seed and experiment come on its command line (DVC's
-    matrix), not from params, so adding a seed re-runs nothing that ran. train_dense reads
+    only when one of these changes. Its seed and experiment come from DVC's matrix (the
+    item's name, stage_items), not from params, so adding a seed re-runs nothing that ran. train_dense reads
     nothing of `sel`: the E/C it records use `train.ec_temperature`. `experiment`: the one a
     training stage trains (default: dvc.yaml's matrix placeholder)."""
     experiment = ["data.held_out_per_class", "model", "train", f"experiments.{experiment}", "mlflow"]

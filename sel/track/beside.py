@@ -12,8 +12,10 @@ MODULES = ("pipeline.train", "sel.speed.bench")  # the `-m` modules that train
 PROC = Path("/proc")
 
 
-def _processes() -> dict[int, tuple[int, list[str]]]:
-    """{pid: (parent pid, argv)} of every process readable now (one may end while it is read)."""
+def _processes() -> dict[int, tuple[int, list[str], str | None]]:
+    """{pid: (parent pid, argv, DVC_STAGE)} of every process readable now (one may end while it
+    is read). DVC_STAGE: a training stage that DVC runs names its item only there (dvc.yaml's
+    commands carry no names); None where unset or unreadable (another user's process)."""
     out = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -24,20 +26,34 @@ def _processes() -> dict[int, tuple[int, list[str]]]:
         except OSError:
             continue
         # the command name in parentheses may hold spaces or parentheses: the fields follow the last ")"
-        out[int(entry.name)] = (int(stat.rpartition(")")[2].split()[1]), argv)
+        out[int(entry.name)] = (int(stat.rpartition(")")[2].split()[1]), argv, _dvc_stage(entry))
     return out
 
 
-def training_name(argv: list[str]) -> str | None:
-    """`experiment@seed` of a training stage, the module of a benchmark, None if it trains nothing."""
+def _dvc_stage(entry: Path) -> str | None:
+    try:
+        env = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return next((v.partition("=")[2] for v in env if v.startswith("DVC_STAGE=")), None)
+
+
+def training_name(argv: list[str], dvc_stage: str | None = None) -> str | None:
+    """`experiment@seed` of a training stage (from its arguments, or under DVC from its
+    DVC_STAGE, `train_dense@EXPERIMENT-SEED`), the module of a benchmark, None if it trains nothing."""
     module = next((a for a in argv if a in MODULES), None)
     if module is None:
         return None
     rest = argv[argv.index(module) + 1:]
-    return f"{rest[1]}@{rest[2]}" if module == "pipeline.train" and len(rest) >= 3 else module
+    if module == "pipeline.train" and len(rest) >= 3:
+        return f"{rest[1]}@{rest[2]}"
+    if module == "pipeline.train" and (dvc_stage or "").startswith("train_"):
+        experiment, _, seed = dvc_stage.partition("@")[2].rpartition("-")  # a seed holds no '-'
+        return f"{experiment}@{seed}"
+    return module
 
 
-def _chain(pid: int, procs: dict[int, tuple[int, list[str]]]) -> list[int]:
+def _chain(pid: int, procs: dict[int, tuple]) -> list[int]:
     """`pid` and its ancestors, nearest first."""
     chain = [pid]
     while chain[-1] in procs and procs[chain[-1]][0] > 0 and procs[chain[-1]][0] not in chain:
@@ -49,7 +65,7 @@ def training_beside() -> list[str]:
     """The names of the other training runs on this host now, one per run."""
     procs, pid = _processes(), os.getpid()
     own = set(_chain(pid, procs)) | {p for p in procs if pid in _chain(p, procs)}
-    names = {p: training_name(argv) for p, (_, argv) in procs.items() if p not in own}
+    names = {p: training_name(argv, stage) for p, (_, argv, stage) in procs.items() if p not in own}
     training = {p: n for p, n in names.items() if n is not None}
     return sorted(n for p, n in training.items() if procs[p][0] not in training)
 
