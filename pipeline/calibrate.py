@@ -5,6 +5,7 @@ Usage: python -m pipeline.calibrate SEED (under DVC: no argument, the seed read 
 """
 
 import sys
+import time
 
 from sel.scoring.calibration import calibrate_gamma
 from sel.core.cli import seed_arg, stage, stage_args
@@ -23,8 +24,10 @@ def main(argv=sys.argv[1:]):
     data = Cifar.load("data/cifar10.npz")
     trainer = scoring_trainer(params, data, seed)
     c = params.calibrate
+    started = time.perf_counter()  # the pass, which a run reading gamma counts in its time
     result = calibrate_gamma(trainer, c.batch_size, c.percentile, c.mode)
-    write_json(seed_data(seed) / "gamma.json", {**result, "seed": seed})
+    seconds = time.perf_counter() - started
+    write_json(seed_data(seed) / "gamma.json", {**result, "seed": seed, "seconds": seconds})
     print(f"seed {seed}: gamma = {result['gamma']:.3e} (p{c.percentile:g} of |grad|, {c.mode} mode, "
           f"{result['batch_size']} images)")
 

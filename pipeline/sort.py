@@ -5,6 +5,7 @@ Usage: python -m pipeline.sort SEED (under DVC: no argument, the seed read from 
 """
 
 import sys
+import time
 
 import numpy as np
 
@@ -24,15 +25,17 @@ def main(argv=sys.argv[1:]):
     seed = seed_arg(stage_args(argv, USAGE, stage_items(params, "sort")), USAGE)
     data = Cifar.load("data/cifar10.npz")
     trainer = scoring_trainer(params, data, seed)
+    started = time.perf_counter()  # the passes, which a run reading the pools counts in its time
     train_scorer(trainer, params.sort.scorer_epochs)
     losses = score(trainer)
+    seconds = time.perf_counter() - started
     order, counts = difficulty_order(losses, data.y_train, len(data.classes))
     out = seed_data(seed) / "pools.npz"
     with staged_outputs(out) as (tmp,):
         with open(tmp, "wb") as f:
-            np.savez(f, order=order, counts=counts, losses=losses)
+            np.savez(f, order=order, counts=counts, losses=losses, seconds=seconds)
     print(f"wrote {out}: {len(order)} images in {len(counts)} classes, "
-          f"loss {losses.min():.3f}..{losses.max():.3f}")
+          f"loss {losses.min():.3f}..{losses.max():.3f}, {seconds:.1f}s")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""Stage train_{dense,sel,budget}@EXPERIMENT-SEED: one experiment, one seed ->
+"""Stage train_{dense,sel,budget,measured}@EXPERIMENT-SEED: one experiment, one seed ->
 models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv and
 summary.json, and one MLflow run (sel/experiments/stage.py).
 
-Usage: python -m pipeline.train {dense,sel,budget} EXPERIMENT SEED (under DVC: no argument, all
+Usage: python -m pipeline.train {dense,sel,budget,measured} EXPERIMENT SEED (under DVC: no argument, all
 three read from DVC_STAGE)
 
 train_dense runs the experiments that read nothing of `sel`, `sort` or `calibrate`; train_sel
 those that do (it depends on them); train_budget the dense runs whose budget is another
-experiment's plan (it depends on every experiment's knobs). A checkpoint is saved after every epoch; run again after a
+experiment's plan (it depends on every experiment's knobs); train_measured, listing methods, the
+dense twin dense_at_METHOD of each, sized from the method's run (its summary.json). A checkpoint is saved after every epoch; run again after a
 kill, the stage goes on from the last finished epoch, into the same MLflow run.
 """
 
@@ -15,11 +16,10 @@ import sys
 
 from sel.core.cli import seed_arg, stage, stage_args
 from sel.core.errors import SelError
-from sel.config.params import load_params, stage_items
+from sel.config.params import GROUPS, load_params, stage_items
 from sel.experiments.stage import train_experiment
 
-GROUPS = ("dense", "sel", "budget")
-USAGE = "python -m pipeline.train {dense,sel,budget} EXPERIMENT SEED"
+USAGE = f"python -m pipeline.train {{{','.join(GROUPS)}}} EXPERIMENT SEED"
 
 
 @stage

@@ -37,7 +37,7 @@ TINY = {
     # the original's four, one control and one budget-matched run: the others plan and train
     # through the same code
     "train_stages": {"dense": ["baseline", "lottery"], "sel": ["sel95", "warmup_sel", "sel_random_order"],
-                     "budget": ["dense_at_sel95"]},
+                     "budget": ["dense_at_sel95"], "measured": []},
 }
 
 

@@ -14,7 +14,8 @@ from builders import make_arrays
 from conftest import ROOT
 from sel.core.errors import SelError
 from sel.data.dataset import Cifar, held_out_indices
-from sel.experiments.plan import ExperimentRun, check_plan, executed_images, plan
+from sel.experiments.plan import ExperimentRun, check_plan, executed_images, plan, prep_flops
+from sel.method.flops import flops_per_image
 from sel.method.curriculum import Pools
 from sel.config.params import parse_params
 from sel.speed.bench import SyncCounter
@@ -50,7 +51,8 @@ def tiny_run(params, name: str) -> ExperimentRun:
     trainer = Trainer(fresh_model(42, 4, False, 10), DATA, held_out_indices(DATA.y_test, 1, 10),
                       device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=BATCH,
                       eval_batch_size=64, seed=42)
-    return ExperimentRun(name, trainer, phases, DATA.classes, out=None)
+    prep = prep_flops(spec, params, len(DATA.y_train), *flops_per_image(trainer.model))  # as the stage does
+    return ExperimentRun(name, trainer, phases, DATA.classes, out=None, prep=(prep, 0.0))
 
 
 def test_a_linear_learning_rate_runs_its_last_step_at_lr_over_t_and_ends_at_zero():
@@ -60,28 +62,27 @@ def test_a_linear_learning_rate_runs_its_last_step_at_lr_over_t_and_ends_at_zero
     assert [p.lr_decay_steps for p in run.phases] == [steps]
     run.run()
     trainer = run.trainer
-    assert trainer.run_step.item() == steps  # counted over the run, not reset each epoch
     last = trainer.optimizer.param_groups[0]["lr"].item()  # the lr the last step ran at
-    assert last == pytest.approx(1e-3 / steps)
-    assert trainer.step_lr(torch.tensor(0.0), 0.0, steps).item() == pytest.approx(0.0, abs=1e-12)
+    assert last == pytest.approx(1e-3 / steps)  # counted over the run, not reset each epoch
+    assert trainer.step_lr(torch.tensor(0.0), 0.0, True).item() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_the_linear_lr_multiplies_the_loss_scaled_one_on_the_device():
     trainer = tiny_run(params_with(), "baseline").trainer
-    trainer.run_step.fill_(1)
+    trainer.lr_start.fill_(1 / 4)
     with SyncCounter() as counter:
-        lr = trainer.step_lr(torch.tensor(0.5), 2.0, 4)
+        lr = trainer.step_lr(torch.tensor(0.5), 2.0, True)
     assert counter.count == 0
     assert lr.item() == pytest.approx(1e-3 * (1 - 1 / 4) * (1 + 2.0 * 0.5))
     with SyncCounter() as counter:
-        trainer.train_epoch(torch.arange(100), lr_loss_scale=2.0, lr_decay_steps=20)
+        trainer.train_epoch(torch.arange(100), lr_loss_scale=2.0, lr_line=(0.0, 1 / 20))
     assert counter.count == 0
 
 
 def test_a_constant_schedule_keeps_the_base_lr():
     run = tiny_run(params_with(), "baseline")
     assert run.phases[0].lr_decay_steps is None
-    run.trainer.train_epoch(torch.arange(100), lr_decay_steps=run.phases[0].lr_decay_steps)
+    run.trainer.train_epoch(torch.arange(100), lr_line=run.lr_line(run.phases[0], 7))
     assert run.trainer.optimizer.param_groups[0]["lr"].item() == pytest.approx(1e-3)
 
 
@@ -96,19 +97,26 @@ def test_a_fraction_budget_runs_whole_epochs_then_a_seeded_subset():
     assert phases[0].lr_decay_steps == phases[1].lr_decay_steps == math.ceil(100 / BATCH) + math.ceil(50 / BATCH)
 
 
-def test_a_budget_named_after_an_experiment_executes_its_flops():
-    """Both tiny runs train; params.yaml's dense_at_sel95 executes what sel95 executed."""
+def test_a_budget_named_after_sel95_executes_its_flops_its_sort_and_calibration_passes_included():
+    """Both tiny runs train; params.yaml's dense_at_sel95 executes what sel95 executed, and that
+    holds the forward of every training image that sorting scored and calibration's one batch."""
     params = params_with()
     sel95, dense = tiny_run(params, "sel95"), tiny_run(params, "dense_at_sel95")
-    assert [len(p.indices) for p in dense.phases] == [100, 20]  # windows of 2+3+2+2+3 of 10 per class
+    train, evaluation = sel95.train_flops, sel95.eval_flops
+    prep = 100 * evaluation + params.calibrate.batch_size * train
+    assert sel95.totals["flops_executed"] == pytest.approx(prep)  # counted before the first epoch
     sel95.run()
     dense.run()
-    assert executed_images(dense.phases) == executed_images(sel95.phases) == 120
-    assert dense.summary()["compute/flops_executed_T"] == sel95.summary()["compute/flops_executed_T"] > 0
+    assert executed_images(sel95.phases) == 120  # windows of 2+3+2+2+3 of 10 per class
+    assert executed_images(dense.phases) == 120 + round(prep / train)
+    assert sel95.summary()["compute/prep_flops_executed_T"] == pytest.approx(prep / 1e12)
+    assert dense.summary()["compute/flops_executed_T"] == pytest.approx(sel95.summary()["compute/flops_executed_T"],
+                                                                       abs=train / 1e12)
 
 
 def test_a_budget_named_after_a_selective_run_executes_its_flops_candidate_forwards_included():
-    params = params_with(selective={"recipe": "dense", "epochs": 2, "selective_keep": 0.5},
+    params = params_with(selective={"recipe": "dense", "epochs": 2, "selective_keep": 0.5, "lr_schedule": "linear",
+                                    "selective_start": 0.0, "selective_end": 1.0, "selective_interrupt": None},
                          at_selective={"recipe": "dense", "epochs": 2, "lr_schedule": "linear",
                                        "budget": "selective"})
     selective, dense = tiny_run(params, "selective"), tiny_run(params, "at_selective")
@@ -124,7 +132,7 @@ def test_a_budget_larger_than_the_run_is_refused_in_one_line():
     params = params_with(short={"recipe": "dense", "epochs": 1, "budget": "sel95"})
     with pytest.raises(SelError) as e:
         tiny_run(params, "short")
-    assert "experiments.short.budget = 'sel95': 120 training images, more than its 1 epochs x 100" in str(e.value)
+    assert "experiments.short.budget = 'sel95': 282 training images, more than its 1 epochs x 100" in str(e.value)
     assert "\n" not in str(e.value)
 
 
@@ -150,13 +158,13 @@ def test_a_budget_naming_another_experiment_belongs_in_the_stage_that_depends_on
     raw = copy.deepcopy(RAW)
     raw["train_stages"]["budget"].remove("dense_at_sel95")
     raw["train_stages"]["dense"].append("dense_at_sel95")
-    with pytest.raises(SelError, match=r"train_stages.dense.9 = 'dense_at_sel95': its budget is experiment "
+    with pytest.raises(SelError, match=r"train_stages.dense.13 = 'dense_at_sel95': its budget is experiment "
                                        r"sel95's plan: list it under train_stages.budget"):
         parse_params(raw)
     raw = copy.deepcopy(RAW)
     raw["train_stages"]["dense"].remove("baseline_linear")
     raw["train_stages"]["budget"].append("baseline_linear")
-    with pytest.raises(SelError, match="train_stages.budget.5 = 'baseline_linear': train_budget runs dense"):
+    with pytest.raises(SelError, match="train_stages.budget.8 = 'baseline_linear': train_budget runs dense"):
         parse_params(raw)
     raw["experiments"]["baseline_linear"]["budget"] = 0.5  # a fraction: its own plan, train_dense's
     raw["train_stages"]["budget"].remove("baseline_linear")

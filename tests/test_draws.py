@@ -176,10 +176,19 @@ def test_an_infobatch_run_counts_the_images_it_trained_and_resumes_with_its_scor
     ({"infobatch_prune": 1.0}, "experiments.x.infobatch_prune = 1.0: must be in (0, 1)"),
     ({"class_draw": 0.5, "selective_keep": 0.5}, "experiments.x.class_draw = 0.5: one method per experiment"),
     ({"infobatch_prune": 0.5, "budget": 0.5}, "experiments.x.budget = 0.5: a method's run takes no budget"),
-    ({"infobatch_prune": 0.5, "lr_schedule": "linear"}, "experiments.x.lr_schedule = 'linear': infobatch_prune "
-                                                        "takes only constant"),
-    ({"budget": "infobatch_r50"}, "experiments.x.budget = 'infobatch_r50': must name an experiment without "
-                                  "infobatch_prune"),
+    ({"budget": "infobatch_r50"}, "experiments.x.lr_schedule = 'constant': a run whose budget is infobatch_r50's "
+                                  "has its schedule (linear)"),
+    ({"budget": "selective_50"}, "experiments.x.lr_schedule = 'constant': a run whose budget is selective_50's "
+                                 "has its schedule (linear)"),
+    ({"selective_keep": 0.5, "selective_start": 0.9}, "experiments.x.selective_start = 0.9: must be below "
+                                                      "selective_end (0.9)"),
+    ({"selective_keep": 0.5, "selective_start": 0.6, "selective_end": 0.3},
+     "experiments.x.selective_start = 0.6: must be below selective_end (0.3)"),
+    ({"selective_keep": 0.5, "selective_end": 1.5}, "experiments.x.selective_end = 1.5: must be between 0 and 1"),
+    ({"selective_keep": 0.5, "selective_interrupt": 0}, "experiments.x.selective_interrupt = 0: must be >= 2"),
+    ({"selective_keep": 0.5, "selective_interrupt": 1}, "experiments.x.selective_interrupt = 1: must be >= 2"),
+    ({"selective_keep": 0.5, "selective_history": 0}, "experiments.x.selective_history = 0: must be >= 1"),
+    ({"selective_start": 0.2}, "experiments.x.selective_start = 0.2: read only with selective_keep"),
     ({"recipe": "curriculum", "class_draw": 0.5}, "experiments.x.class_draw = 0.5: not read by recipe curriculum"),
 ])
 def test_bad_method_knobs_name_the_key(experiment, message):
@@ -188,3 +197,24 @@ def test_bad_method_knobs_name_the_key(experiment, message):
     with pytest.raises(SelError) as e:
         parse_params(raw)
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_twin_of_a_method_whose_images_follow_its_losses_is_sized_from_its_measured_run():
+    """InfoBatch's executed FLOPs follow its losses: its twin is trained by train_measured, after
+    a run of it, never from a plan; a twin of a method no stage trains is refused."""
+    raw = copy.deepcopy(RAW)
+    raw["train_stages"]["measured"].remove("infobatch_r70")
+    raw["train_stages"]["budget"].append("dense_at_infobatch_r70")
+    with pytest.raises(SelError, match=r"experiments.dense_at_infobatch_r70.budget = 'infobatch_r70': "
+                                       r"infobatch_r70's images follow its losses.*train_stages.measured"):
+        parse_params(raw)
+    raw = copy.deepcopy(RAW)
+    raw["train_stages"]["dense"].remove("infobatch_r70")
+    with pytest.raises(SelError, match=r"train_stages.measured.1 = 'infobatch_r70': its twin is sized from its "
+                                       r"measured run, and no stage trains it"):
+        parse_params(raw)
+    raw = copy.deepcopy(RAW)
+    del raw["experiments"]["dense_at_infobatch_r70"]
+    with pytest.raises(SelError, match=r"train_stages.measured.1 = 'infobatch_r70': needs experiment "
+                                       r"dense_at_infobatch_r70"):
+        parse_params(raw)

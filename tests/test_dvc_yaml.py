@@ -41,7 +41,7 @@ def stage_script(stage: dict) -> Path:
 
 def test_every_stage_lists_the_params_it_reads():
     assert set(STAGES) == {"check_params", "download", "sort", "calibrate", "train_dense", "train_sel", "train_budget",
-                           "aggregate"}
+                           "train_measured", "aggregate"}
     assert STAGES["check_params"]["params"] == [{"params.yaml": None}]  # the whole file
     assert "data/params-checked" in STAGES["download"]["deps"]
     for name, stage in (item for item in STAGES.items() if item[0] != "check_params"):
@@ -58,7 +58,10 @@ def test_the_default_experiments_sit_in_the_stage_that_depends_on_what_they_read
     assert not any(plan_reads_sel(params, n) for n in params.train_stages.dense)
     assert all(plan_reads_sel(params, n) for n in params.train_stages.sel)
     # a budget naming another experiment: the stage that depends on every experiment's knobs
-    assert set(params.train_stages.budget) == {n for n, e in params.experiments.items() if isinstance(e.budget, str)}
+    assert set(params.train_stages.budget + params.train_stages.trained("measured")) == \
+        {n for n, e in params.experiments.items() if isinstance(e.budget, str)}
+    # a twin sized from a measured run depends on that run's summary, of its seed
+    assert "metrics/runs/${item.experiment}/seed${item.seed}/summary.json" in STAGES["train_measured"]["deps"]
     assert {"experiments", "sel"} <= set(STAGES["train_budget"]["params"])
     assert not [d for d in STAGES["train_budget"]["deps"] if "pools" in d or "gamma" in d]
     assert set(params.train_stages.names()) == set(params.experiments)

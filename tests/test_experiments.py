@@ -144,8 +144,8 @@ def test_a_stage_group_may_be_empty():
     (lambda r: r["attribution"].update(x=["sel95", "nope"]), "'nope' is not an experiment"),
     (lambda r: r.update(seeds=[42, 42]), "seeds = [42, 42]: must be distinct"),
     (lambda r: r.update(seeds=[]), "seeds = []: must be a non-empty list"),
-    (lambda r: r.update(train_stages={"dense": [], "sel": [], "budget": []}), "train_stages = {"),
-    (lambda r: r.update(train_stages={"dense": [], "sel": [], "budget": []}), "lists no experiment"),
+    (lambda r: r.update(train_stages={"dense": [], "sel": [], "budget": [], "measured": []}), "train_stages = {"),
+    (lambda r: r.update(train_stages={"dense": [], "sel": [], "budget": [], "measured": []}), "lists no experiment"),
     (lambda r: r["sel"].update(target_sparsity=1.0), "sel.target_sparsity = 1.0: must be in (0, 1)"),
     (lambda r: r["sel"].update(gamma_mode="adaptive"), "calibrated | target"),
 ])

@@ -18,7 +18,7 @@ from sel.train import graphs
 from sel.data.dataset import Cifar
 from sel.train.device import resolve_cuda_graphs
 from sel.core.errors import SelError
-from sel.method.selective import candidate_size
+from sel.method.selective import Window, candidate_size, epoch_steps
 from sel.train.model import fresh_model
 from sel.train.training import DENSE, MASKED, SEL, Trainer
 
@@ -38,7 +38,7 @@ def every_rule(t: Trainer, epochs: int = 2) -> list[torch.Tensor]:
     for _ in range(epochs):
         sums.append(t.train_epoch(everything, DENSE))
     for _ in range(epochs):  # a linear lr: each replay reads the run's step count on the device
-        sums.append(t.train_epoch(everything, DENSE, lr_decay_steps=100))
+        sums.append(t.train_epoch(everything, DENSE, lr_line=(0.0, 0.01)))
     for gamma in (1e-4, 5e-5):  # a decayed gamma replays the same graph with the new value
         for _ in range(epochs):
             sums.append(t.train_epoch(everything, SEL, gamma, lr_loss_scale=2.0))
@@ -46,6 +46,9 @@ def every_rule(t: Trainer, epochs: int = 2) -> list[torch.Tensor]:
         sums.append(t.train_epoch(everything, SEL, target_sparsity=0.9, measure_ec=False))
     for _ in range(epochs):  # 43 candidates a step: two full steps and one of 34 an epoch
         sums.append(t.train_epoch(everything, DENSE, keep=0.75))
+    for e in range(epochs):  # Composer's interrupt: selecting and plain steps by turns, ranked by a history
+        steps = epoch_steps(len(everything), 32, 0.75, Window(0.0, 1.0, 2), e, epochs)
+        sums.append(t.train_epoch(everything, DENSE, keep=0.75, steps=steps, history=64))
     t.prune_and_rewind(0.5)
     for _ in range(epochs):
         sums.append(t.train_epoch(everything, MASKED))
@@ -68,9 +71,10 @@ def test_graphed_path_gives_the_eager_numbers_exactly(monkeypatch):
     cpu = torch.device("cpu")
     eager, graphed = every_rule(trainer(cpu, False)), every_rule(trainer(cpu, True))
     # dense, dense with a linear lr, SEL with the scaled lr, SEL at a target, selective backward,
-    # and the lottery's masked rule after the new optimizer of the prune: six captures, each after
-    # its warm-up steps
-    assert Recorder.captured == 6
+    # selective backward ranked by a history (its plain steps are the dense rule's), and the
+    # lottery's masked rule after the new optimizer of the prune: seven captures, each after its
+    # warm-up steps
+    assert Recorder.captured == 7
     assert len(eager) == len(graphed)
     for a, b in zip(eager, graphed):
         assert torch.equal(a, b)
@@ -112,16 +116,18 @@ class ScalarArguments(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-# (update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep): training.Rule's fields
-@pytest.mark.parametrize("rule", [(DENSE, True, 0.0, None, None, None), (SEL, True, 2.0, None, None, None),
-                                  (SEL, False, 0.0, 0.9, None, None), (DENSE, True, 0.0, None, 100, None),
-                                  (DENSE, True, 0.0, None, None, 0.5)])
+# (update, measure_ec, lr_loss_scale, target_sparsity, decays, keep, weighted, history): training.Rule's fields
+@pytest.mark.parametrize("rule", [(DENSE, True, 0.0, None, False, None), (SEL, True, 2.0, None, False, None),
+                                  (SEL, False, 0.0, 0.9, False, None), (DENSE, True, 0.0, None, True, None),
+                                  (DENSE, True, 0.0, None, False, 0.5), (DENSE, True, 0.0, None, False, 0.5, False, 96)])
 def test_a_step_bakes_in_no_value_that_changes_between_its_replays(rule):
     """A graph replays its operators with the scalars of its capture: two steps of one rule, at
     another step index, batch and gamma, must run the same operators with the same scalars
     (after a first step, a warm-up step, in which Adam builds its state)."""
     t = trainer(torch.device("cpu"), False)
-    n = candidate_size(32, rule[-1])  # a selecting step forwards 64 candidates to train 32
+    n = candidate_size(32, rule[5])  # a selecting step forwards 64 candidates to train 32
+    if len(rule) > 7:  # its history fills as the steps go: a value, not a scalar, of the step
+        t.loss_history = torch.full((rule[7],), float("nan"))
     recorded = []
     for step, gamma in ((0, 1e-4), (1, 1e-4), (5, 5e-5)):
         batch = torch.arange(n) + 32 * step % (len(t.train_set) - n)

@@ -12,7 +12,7 @@ EXPERIMENTS = ("baseline", "sel95")
 def test_parallel_runs_the_pipeline_with_training_stages_overlapping(project):
     # runs of 10+ epochs, so that each outlasts the lead DVC gives the first (it holds the
     # repository lock while it checks its stage; ~2 s on a slow machine, longer than a 1-epoch run)
-    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"], "budget": []},
+    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"], "budget": [], "measured": []},
                          "experiments": {"baseline": {"epochs": 12}}, "sel": {"epochs_per_stage": 3}})
     git_commit(project, "two experiments")
     out = run([sys.executable, "-m", "sel.scale.parallel", "-j", "2"], project)

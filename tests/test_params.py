@@ -100,7 +100,7 @@ def test_the_old_seed_key_points_to_seeds():
 
 @pytest.mark.parametrize("raw_change, named", [
     (lambda r: r["experiments"].update({"x$(touch PWNED)": {"recipe": "dense"}}), "params: experiments: "),
-    (lambda r: r["train_stages"]["dense"].append("it's"), "params: train_stages.dense.9: "),
+    (lambda r: r["train_stages"]["dense"].append("it's"), "params: train_stages.dense.13: "),
     (lambda r: r["attribution"].update({"a b": ["sel95", "baseline"]}), "params: attribution: "),
     (lambda r: r["attribution"].update(f=["sel95", "../../tmp/evil"]), "params: attribution.f.1: "),
     (lambda r: r["sel"]["stages"][0].update(name="<!--<script"), "params: sel.stages.0.name: "),

@@ -157,7 +157,7 @@ def test_a_mistyped_key_no_stage_reads_stops_dvc_repro_before_any_work(project, 
 
 @pytest.mark.fresh_store  # the queued stages create the store side by side
 def test_two_queued_experiments_run_in_parallel_on_sqlite(project):
-    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"], "budget": []}})
+    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"], "budget": [], "measured": []}})
     git_commit(project, "two experiments")
     for decay in ("0.1", "0.2"):
         run(["dvc", "exp", "run", "--queue", "-S", f"sel.gamma_decay={decay}"], project)

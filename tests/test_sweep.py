@@ -155,7 +155,7 @@ def test_a_worker_killed_mid_trial_runs_it_again_from_its_checkpoint_into_the_sa
                     reason="PostgreSQL not installed (.ci/run installs Debian's postgresql)")
 @pytest.mark.fresh_store  # asserts that no local store is made
 def test_a_team_server_on_postgresql_takes_every_run_and_an_outage_loses_none(project, tmp_path):
-    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"], "budget": []}})
+    set_params(project, {"train_stages": {"dense": ["baseline"], "sel": ["sel95"], "budget": [], "measured": []}})
     with postgres() as database:
         server = MlflowServer(database, tmp_path / "artifacts").start()
         env = {**env_for_stages(), "MLFLOW_TRACKING_URI": server.uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",

@@ -138,13 +138,14 @@ class SelParams:
                                    lambda v: None if 0 < v < 1 else "must be in (0, 1)")
 
 
+SELECTIVE_KEYS = ("selective_keep", "selective_start", "selective_end", "selective_interrupt", "selective_history")
 # The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
 RECIPE_KEYS = {
-    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget", "selective_keep",
+    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget", *SELECTIVE_KEYS,
               "class_draw", "class_draw_floor", "infobatch_prune"},
     "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
     "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode",
-                   "selective_keep"},
+                   *SELECTIVE_KEYS},
 }
 
 
@@ -169,7 +170,8 @@ class Experiment:
     gamma_mode: str | None = _knob(None, "calibrated | target (null: sel.gamma_mode)",
                                    _one_of("calibrated", "target"))
     lr_schedule: str = _knob("constant", "dense: constant (the original) | linear (to zero over the "
-                             "run's steps, Li et al. 2020)", _one_of(*LR_SCHEDULES))
+                             "run's steps, Li et al. 2020; with infobatch_prune, over its epochs, each "
+                             "re-indexed to its pruned steps as InfoBatch's code does)", _one_of(*LR_SCHEDULES))
     budget: float | str | None = _knob(None, "dense: the training images it may use, as a fraction "
                                        "of its epochs x images, or an experiment's name (its executed "
                                        "images); null: all", lambda v: None if isinstance(v, str)
@@ -179,6 +181,17 @@ class Experiment:
                                          "candidates and trains on batch_size of them, drawn by loss "
                                          "(null: off; docs/savings.md)",
                                          lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    selective_start: float = _knob(0.5, "selective backward: select from this fraction of the run's epochs "
+                                   "on (Composer's start)", _between(0, 1))
+    selective_end: float = _knob(0.9, "selective backward: ... until this fraction (Composer's end)",
+                                 _between(0, 1))
+    selective_interrupt: int | None = _knob(2, "selective backward: every k-th step of an epoch trains a "
+                                            "plain batch (Composer's interrupt; null: none)",
+                                            lambda v: None if v >= 2 else "must be >= 2, or null for no "
+                                            "interruption (1 would never select)")
+    selective_history: int | None = _knob(None, "selective backward: rank each loss among the last this many "
+                                          "candidate losses (the paper's CDF; null: within its batch, as "
+                                          "Composer)", _at_least(1))
     class_draw: float | None = _knob(None, "dense, E-driven class draw: each epoch trains on this share of "
                                      "the images, each class's part following its running E (null: off; "
                                      "docs/savings.md)", lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
@@ -229,24 +242,40 @@ DEFAULT_EXPERIMENTS = {
     "baseline_masked": {"recipe": "dense", "epochs": 30, "mask": True},
     "sel95_target": _experiment(gamma_mode="target"),
     "baseline_linear": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear"},
-    "dense_at_sel95": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "sel95"},
-    # methods whose savings are executed (docs/savings.md): the baseline's schedule, a share trained
-    "selective_50": {"recipe": "dense", "epochs": 30, "selective_keep": 0.5},
-    "selective_25": {"recipe": "dense", "epochs": 30, "selective_keep": 0.25},
-    "class_draw_50": {"recipe": "dense", "epochs": 30, "class_draw": 0.5},
-    "class_draw_25": {"recipe": "dense", "epochs": 30, "class_draw": 0.25},
-    "infobatch_r50": {"recipe": "dense", "epochs": 30, "infobatch_prune": 0.5},
-    "infobatch_r70": {"recipe": "dense", "epochs": 30, "infobatch_prune": 0.7},
-    "dense_at_class_draw_50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "class_draw_50"},
-    "dense_at_class_draw_25": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "class_draw_25"},
-    "dense_at_selective_50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "selective_50"},
-    "dense_at_selective_25": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "budget": "selective_25"},
+    # SEL's learning rate does not decay: its dense twin's neither (a twin has its method's schedule)
+    "dense_at_sel95": {"recipe": "dense", "epochs": 30, "budget": "sel95"},
+    # methods whose savings are executed (docs/savings.md), at their published settings, each
+    # decaying linearly to zero over its own run
+    "selective_50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "selective_keep": 0.5},
+    "selective_25": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "selective_keep": 0.25},
+    "class_draw_50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "class_draw": 0.5},
+    "class_draw_25": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "class_draw": 0.25},
+    "infobatch_r50": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "infobatch_prune": 0.5},
+    "infobatch_r70": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "infobatch_prune": 0.7},
+    # ablation: selective backward on every step from initialisation (a random network's losses)
+    "selective_50_every_step": {"recipe": "dense", "epochs": 30, "lr_schedule": "linear", "selective_keep": 0.5,
+                                "selective_start": 0.0, "selective_end": 1.0, "selective_interrupt": None},
+    # the constant-rate view: a method at a constant learning rate beside its constant-rate twin
+    "selective_50_constant": {"recipe": "dense", "epochs": 30, "selective_keep": 0.5},
+    "class_draw_50_constant": {"recipe": "dense", "epochs": 30, "class_draw": 0.5},
+    "infobatch_r50_constant": {"recipe": "dense", "epochs": 30, "infobatch_prune": 0.5},
+    # the dense twins: a dense run at each method's executed training FLOPs, on its schedule; a
+    # plan-known method's from its plan (train_budget), InfoBatch's from its measured run (train_measured)
+    **{f"dense_at_{name}": {"recipe": "dense", "epochs": 30, "budget": name,
+                            **({"lr_schedule": "linear"} if not name.endswith("_constant") else {})}
+       for name in ("selective_50", "selective_25", "class_draw_50", "class_draw_25", "selective_50_every_step",
+                    "selective_50_constant", "class_draw_50_constant", "infobatch_r50", "infobatch_r70",
+                    "infobatch_r50_constant")},
 }
 
 DENSE_STAGE = ("baseline", "lottery", "baseline_linear", "selective_50", "selective_25", "class_draw_50",
-               "class_draw_25", "infobatch_r50", "infobatch_r70")  # read nothing of sel.*
+               "class_draw_25", "infobatch_r50", "infobatch_r70", "selective_50_every_step",
+               "selective_50_constant", "class_draw_50_constant", "infobatch_r50_constant")  # read nothing of sel.*
 BUDGET_STAGE = ("dense_at_sel95", "dense_at_selective_50", "dense_at_selective_25", "dense_at_class_draw_50",
-                "dense_at_class_draw_25")  # budget: another's plan
+                "dense_at_class_draw_25", "dense_at_selective_50_every_step", "dense_at_selective_50_constant",
+                "dense_at_class_draw_50_constant")  # budget: another's plan
+MEASURED_STAGE = ("infobatch_r50", "infobatch_r70", "infobatch_r50_constant")  # twins at their measured FLOPs
+TWIN = "dense_at_"  # the dense twin of method M is experiment dense_at_M
 
 DEFAULT_ATTRIBUTION = {
     "sel95_vs_baseline": ("sel95", "baseline"),
@@ -256,11 +285,10 @@ DEFAULT_ATTRIBUTION = {
     "gradient_mask": ("sel95", "sel_dense_grads"),
     "mask_on_baseline": ("baseline_masked", "baseline"),
     "linear_lr": ("baseline_linear", "baseline"),
-    "sel95_vs_dense_at_its_budget": ("sel95", "dense_at_sel95"),
-    "selective_50_vs_dense_at_its_budget": ("selective_50", "dense_at_selective_50"),
-    "selective_25_vs_dense_at_its_budget": ("selective_25", "dense_at_selective_25"),
-    "class_draw_50_vs_dense_at_its_budget": ("class_draw_50", "dense_at_class_draw_50"),
-    "class_draw_25_vs_dense_at_its_budget": ("class_draw_25", "dense_at_class_draw_25"),
+    **{f"{name}_vs_dense_at_its_budget": (name, f"dense_at_{name}")
+       for name in ("sel95", "selective_50", "selective_25", "class_draw_50", "class_draw_25", "infobatch_r50",
+                    "infobatch_r70", "selective_50_every_step", "selective_50_constant",
+                    "class_draw_50_constant", "infobatch_r50_constant")},
 }
 
 
@@ -269,21 +297,37 @@ class TrainStagesParams:
     """Which experiments run, by the DVC stage that trains them: `train_dense` reads neither
     `sort`, `calibrate` nor `sel.*`, so SEL knobs never re-run what it trains; `train_budget`
     trains the dense runs whose budget is another experiment's plan, and depends on every
-    experiment's knobs and on `sel.*`, so a change to the experiment it names re-runs it."""
+    experiment's knobs and on `sel.*`, so a change to the experiment it names re-runs it;
+    `train_measured` trains the dense twin `dense_at_M` of each method M it lists at M's measured
+    executed FLOPs (InfoBatch's follow its losses: no plan holds them), after M's run of that
+    seed, whose summary.json it depends on."""
 
     dense: tuple[Name, ...] = _knob(lambda: DENSE_STAGE, "experiments trained by stage train_dense")
     sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS
-                                                if n not in DENSE_STAGE + BUDGET_STAGE),
+                                                if n not in DENSE_STAGE + BUDGET_STAGE + twins(MEASURED_STAGE)),
                                   "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
     budget: tuple[Name, ...] = _knob(lambda: BUDGET_STAGE, "experiments trained by stage train_budget (a "
                                      "budget naming another experiment)")
+    measured: tuple[Name, ...] = _knob(lambda: MEASURED_STAGE, "methods whose dense twin (experiment "
+                                       "dense_at_<method>) stage train_measured trains at their measured FLOPs")
+
+    def trained(self, group: str) -> tuple[str, ...]:
+        """The experiments stage train_<group> trains (train_measured: the listed methods' twins)."""
+        return twins(self.measured) if group == "measured" else getattr(self, group)
 
     def names(self) -> tuple[str, ...]:
-        return self.dense + self.sel + self.budget
+        return self.dense + self.sel + self.budget + twins(self.measured)
 
     def group_of(self, name: str) -> str:
-        """The stage group that lists `name`."""
-        return next(g for g in ("dense", "sel", "budget") if name in getattr(self, g))
+        """The stage group that trains `name`."""
+        return next(g for g in GROUPS if name in self.trained(g))
+
+
+GROUPS = ("dense", "sel", "budget", "measured")
+
+
+def twins(methods) -> tuple[str, ...]:
+    return tuple(TWIN + m for m in methods)
 
 
 @dataclass(frozen=True)
@@ -423,6 +467,9 @@ def _experiment_from(name: str, raw, key: str) -> Experiment:
     merged = {**(DEFAULT_EXPERIMENTS[name] if name in ORIGINALS else {}), **raw}
     experiment = _build(Experiment, merged, key)
     unused = sorted(set(raw) - RECIPE_KEYS[experiment.recipe] - {"recipe"})
+    idle = sorted(set(raw) & set(SELECTIVE_KEYS[1:])) if experiment.selective_keep is None else []
+    if idle and not unused:
+        _fail(f"{key}.{idle[0]}", raw[idle[0]], "read only with selective_keep (when selective backward selects)")
     if unused:
         _fail(f"{key}.{unused[0]}", raw[unused[0]], f"not read by recipe {experiment.recipe} "
               f"(it reads {', '.join(sorted(RECIPE_KEYS[experiment.recipe]))})")
@@ -447,21 +494,29 @@ def _check_together(p: Params):
     if not p.train_stages.names():
         _fail("train_stages", dataclasses.asdict(p.train_stages), "lists no experiment")
     seen = set()
-    for group in ("dense", "sel", "budget"):
-        for i, name in enumerate(getattr(p.train_stages, group)):
+    for group in GROUPS:
+        for i, name in enumerate(p.train_stages.trained(group)):
             key = f"train_stages.{group}.{i}"
+            if group == "measured":
+                _check_measured(p, key, p.train_stages.measured[i])
             if name not in p.experiments:
                 _fail(key, name, f"no such experiment (experiments: {', '.join(p.experiments)})")
             if name in seen:
                 _fail(key, name, "listed twice")
             seen.add(name)
             named = isinstance(p.experiments[name].budget, str)
-            if group != "budget" and named:
+            if group in ("dense", "sel") and named:
                 _fail(key, name, f"its budget is experiment {p.experiments[name].budget}'s plan: list it under "
                       "train_stages.budget, whose stage depends on every experiment's knobs")
             if group == "budget" and (not named or p.experiments[name].reads_sel):
                 _fail(key, name, "train_budget runs dense, unmasked runs whose budget names another "
                       "experiment: list it under train_stages.dense or train_stages.sel")
+            other = p.experiments.get(p.experiments[name].budget) if group == "budget" and named else None
+            if other is not None and other.infobatch_prune is not None:
+                method = p.experiments[name].budget
+                _fail(f"experiments.{name}.budget", method, f"{method}'s images follow its losses, so no plan holds "
+                      f"them: its dense twin is experiment {TWIN}{method}, sized from its measured run (list "
+                      f"{method} under train_stages.measured, not {name} under train_stages.budget)")
             if group == "dense" and plan_reads_sel(p, name):
                 _fail(key, name, "it reads sel.* (curriculum, mask or loss-scaled lr): list it under "
                       "train_stages.sel, whose stage depends on them")
@@ -487,10 +542,9 @@ def _check_method(name: str, spec: Experiment):
         if getattr(spec, knob) is not None and spec.budget is not None:
             _fail(f"experiments.{name}.budget", spec.budget, f"a method's run takes no budget (it has {knob}): "
                   "give the budget to a dense run, naming this experiment")
-    if spec.infobatch_prune is not None and spec.lr_schedule != "constant":
-        _fail(f"experiments.{name}.lr_schedule", spec.lr_schedule,
-              "infobatch_prune takes only constant (its images per epoch follow the losses, so the "
-              "steps a linear decay spans are not known before it runs)")
+    if spec.selective_start >= spec.selective_end:
+        _fail(f"experiments.{name}.selective_start", spec.selective_start,
+              f"must be below selective_end ({spec.selective_end})")
 
 
 def _check_budget(p: Params, name: str, other: str):
@@ -500,9 +554,21 @@ def _check_budget(p: Params, name: str, other: str):
         _fail(key, other, f"no such experiment (experiments: {', '.join(p.experiments)})")
     if p.experiments[other].budget is not None:  # itself included
         _fail(key, other, "must name another experiment, one without a budget of its own")
-    if p.experiments[other].infobatch_prune is not None:
-        _fail(key, other, "must name an experiment without infobatch_prune (its images follow its "
-              "losses: no plan holds them)")
+    if p.experiments[other].lr_schedule != p.experiments[name].lr_schedule:
+        _fail(f"experiments.{name}.lr_schedule", p.experiments[name].lr_schedule,
+              f"a run whose budget is {other}'s has its schedule ({p.experiments[other].lr_schedule}): "
+              "a method and its dense twin are compared on the same kind of schedule")
+
+
+def _check_measured(p: Params, key: str, method: str):
+    """A method listed under train_stages.measured has a run to measure (it is trained by another
+    stage) and a twin dense_at_<method> whose budget names it."""
+    if method not in p.train_stages.names() or method in twins(p.train_stages.measured):
+        _fail(key, method, "its twin is sized from its measured run, and no stage trains it: list it under "
+              "train_stages.dense or train_stages.sel")
+    twin = p.experiments.get(TWIN + method)
+    if twin is None or twin.recipe != "dense" or twin.budget != method:
+        _fail(key, method, f"needs experiment {TWIN}{method}: {{recipe: dense, budget: {method}, epochs: ...}}")
 
 
 def parse_params(raw: dict) -> Params:
@@ -529,8 +595,8 @@ def stage_items(p: Params, stage: str) -> dict[str, list[str]]:
     if stage in ("sort", "calibrate"):
         return {f"{stage}@{seed}": [str(seed)] for seed in p.seeds}
     group = stage.removeprefix("train_")
-    return {f"{stage}@{name}-{seed}": [group, name, str(seed)]
-            for name in getattr(p.train_stages, group) for seed in p.seeds}
+    return {f"{stage}@{item}-{seed}": [group, name, str(seed)]  # train_measured's items: the methods
+            for item, name in zip(getattr(p.train_stages, group), p.train_stages.trained(group)) for seed in p.seeds}
 
 
 def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
@@ -539,14 +605,18 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
     item's name, stage_items), not from params, so adding a seed re-runs nothing that ran. train_dense reads
     nothing of `sel`: the E/C it records use `train.ec_temperature`. `experiment`: the one a
     training stage trains (default: dvc.yaml's matrix placeholder)."""
-    experiment = ["data.held_out_per_class", "model", "train", f"experiments.{experiment}", "mlflow"]
+    run = ["data.held_out_per_class", "model", "train", f"experiments.{experiment}", "mlflow"]
     keys = {
         "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class"],
         "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],
         "calibrate": ["model", "train.device", "sort.scorer", "calibrate"],
-        "train_dense": experiment,
-        "train_sel": experiment + ["sel"],
-        "train_budget": ["data.held_out_per_class", "model", "train", "experiments", "sel", "mlflow"],
+        "train_dense": run,
+        "train_sel": run + ["sel"],
+        # the budget counts a curriculum's sort and calibration passes (sort.scorer_epochs, calibrate.batch_size)
+        "train_budget": ["data.held_out_per_class", "model", "train", "experiments", "sel", "sort.scorer_epochs",
+                         "calibrate.batch_size", "mlflow"],
+        # a method's twin: its size is the method's run (summary.json, a dependency), not its params
+        "train_measured": ["data.held_out_per_class", "model", "train", f"experiments.{TWIN}{experiment}", "mlflow"],
         "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",
                       "attribution", "mlflow"],
     }

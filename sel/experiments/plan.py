@@ -12,7 +12,6 @@ curriculum  an optional dense warm-up on the easiest images of each class (E = C
             SEL stages (sel95, warmup_sel; with a knob turned, the controls)
 """
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from sel.data.dataset import Cifar, held_out_indices
 from sel.train.device import Stopwatch, resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
 from sel.core.errors import SelError
 from sel.method.flops import flops_per_image, proxy_flops
-from sel.method.selective import candidate_size, epoch_flops, trained_images
+from sel.method.selective import EVERY_STEP, Window, epoch_steps, kept_count
 from sel.train.model import build_model, fresh_model, n_params
 from sel.config.params import Experiment, Params
 from sel.train.training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
@@ -46,10 +45,13 @@ class Phase:
     target_sparsity: float | None = None  # sel: gamma follows the gradients (target mode)
     lr_loss_scale: float = 0.0  # lr * (1 + lr_loss_scale * batch loss)
     lr_decay_steps: int | None = None  # linear lr: the run's optimizer steps, over which it decays to zero
+    lr_decay_epochs: int | None = None  # ... or its epochs, each re-indexed to its steps (InfoBatch's)
     prune_fraction: float | None = None  # masked: prune and rewind before its first epoch
     recorded: bool = True  # lottery pre-training is in neither the history, the FLOPs nor the time
     measure_ec: bool = True  # warm-up rows have E = C = 0, as the original
     keep: float | None = None  # selective backward: share of each step's candidates trained on
+    window: Window = EVERY_STEP  # ... when it selects (Composer's start, end and interrupt)
+    history: int | None = None  # ... rank among that many past losses (None: within the batch)
     draw: float | None = None  # E-driven class draw: share of `indices` each epoch trains on
     draw_floor: float = 0.0  # ... each class's share at least draw_floor / C
     prune_ratio: float | None = None  # InfoBatch: chance a below-mean-loss image is left out
@@ -117,26 +119,57 @@ def executed_images(phases: list[Phase]) -> int:
     return sum(phase.epochs * phase.images() for phase in phases if phase.recorded)
 
 
-def budget_images(spec: Experiment, params: Params, counts: np.ndarray) -> int:
+def run_steps(phases: list[Phase], batch_size: int) -> list[list[tuple[int, bool]]]:
+    """The steps of every epoch of the run, in order (`epoch_steps`: images, selects), as planned
+    (InfoBatch's epochs: at most all images); progress through the run counts every epoch."""
+    schedule = [phase for phase in phases for _ in range(phase.epochs)]
+    return [epoch_steps(phase.images(), batch_size, phase.keep, phase.window, e, len(schedule))
+            for e, phase in enumerate(schedule)]
+
+
+def steps_flops(steps: list[tuple[int, bool]], batch_size: int, keep: float | None, train: float,
+                evaluation: float) -> float:
+    """Executed FLOPs of an epoch's steps: forward+backward of each trained image and, for a
+    selecting step, the forward of every candidate (at the evaluation forward's FLOPs: the same
+    convolutions, no graph kept)."""
+    return sum(evaluation * size + train * kept_count(size, batch_size, keep) if selecting else train * size
+               for size, selecting in steps)
+
+
+def prep_flops(spec: Experiment, params: Params, n_train: int, train: float, evaluation: float) -> float:
+    """Executed FLOPs of the passes a run needs before it trains, which its own figures count
+    (DESIGN.md, "Savings and budgets"): sort's (the scorer's dense epochs, then a forward of
+    every training image) where it reads the pools, calibrate's one forward/backward where it
+    reads gamma."""
+    flops = 0.0
+    if needs_pools(spec):
+        flops += n_train * (params.sort.scorer_epochs * train + evaluation)
+    if needs_gamma(spec, params):
+        flops += params.calibrate.batch_size * train
+    return flops
+
+
+def budget_images(spec: Experiment, params: Params, counts: np.ndarray, measured_T: float | None = None) -> int:
     """The images a dense run's budget allows: a fraction of its epochs x images, or the executed
-    training FLOPs of the experiment it names in training images' worth, from that one's plan
-    alone (its windows' sizes depend on the class counts, not on the pools' order nor on gamma),
-    so no run of it is needed. A selective run's candidate forwards count at a forward's FLOPs
-    over a training image's (the model's, counted on the meta device)."""
+    training FLOPs of the experiment it names in training images' worth: from that one's
+    `measured_T` (a run of a method whose images follow its losses) or from its plan alone (its
+    windows' sizes depend on the class counts, not on the pools' order nor on gamma), every pass
+    counted (a selective run's candidate forwards, a curriculum's sort and calibration), each at
+    its FLOPs over a training image's (the model's, counted on the meta device)."""
     n_train = int(counts.sum())
     if not isinstance(spec.budget, str):
         return round(spec.budget * spec.epochs * n_train)
-    other = params.experiments[spec.budget]
-    sizes_only = Pools(np.arange(n_train), counts)
-    phases = plan(other, params, n_train, sizes_only, gamma=0.0)
-    if other.selective_keep is None:
-        return executed_images(phases)
     with torch.device("meta"):  # shapes only: no weights drawn, no random state used
         shape = build_model(params.model.width, False, len(counts))
     train, evaluation = flops_per_image(shape)
-    flops = sum(phase.epochs * epoch_flops(len(phase.indices), params.train.batch_size, phase.keep, train,
-                                           evaluation) for phase in phases if phase.recorded)
-    return round(flops / train)
+    if measured_T is not None:
+        return round(measured_T * 1e12 / train)
+    other = params.experiments[spec.budget]
+    batch_size = params.train.batch_size
+    phases = [p for p in plan(other, params, n_train, Pools(np.arange(n_train), counts), gamma=0.0) if p.recorded]
+    flops = sum(steps_flops(steps, batch_size, phase.keep, train, evaluation)
+                for phase, steps in zip([p for p in phases for _ in range(p.epochs)], run_steps(phases, batch_size)))
+    return round((flops + prep_flops(other, params, n_train, train, evaluation)) / train)
 
 
 def budget_phases(images: int, n_train: int, seed: int, **rule) -> list[Phase]:
@@ -149,21 +182,31 @@ def budget_phases(images: int, n_train: int, seed: int, **rule) -> list[Phase]:
 
 
 def with_linear_lr(phases: list[Phase], batch_size: int) -> list[Phase]:
-    """Every phase told the run's optimizer steps, over which the learning rate decays to zero."""
-    steps = sum(phase.epochs * math.ceil(phase.images() / candidate_size(batch_size, phase.keep))
-                for phase in phases)
+    """Every phase told the run's optimizer steps, over which the learning rate decays to zero;
+    a run whose images follow its losses (InfoBatch) its epochs instead, each epoch's part of the
+    line spread over the steps it turns out to have, as InfoBatch's own code re-indexes its
+    schedule to each epoch's pruned length."""
+    if any(phase.prune_ratio is not None for phase in phases):
+        for phase in phases:
+            phase.lr_decay_epochs = sum(p.epochs for p in phases)
+        return phases
+    steps = sum(len(epoch) for epoch in run_steps(phases, batch_size))
     for phase in phases:
         phase.lr_decay_steps = steps
     return phases
 
 
 def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = None,
-         gamma: float | None = None, counts: np.ndarray | None = None, seed: int = 0) -> list[Phase]:
+         gamma: float | None = None, counts: np.ndarray | None = None, seed: int = 0,
+         measured_T: float | None = None) -> list[Phase]:
     """The phases of an experiment: the one reader of `experiments.*` and `sel.*` for training.
     `pools`: the curriculum's per-class order (difficulty or random); `gamma`: the calibrated one;
-    `counts` (images per class) and `seed` (its last epoch's subset): a dense run's budget."""
+    `counts` (images per class), `seed` (its last epoch's subset) and `measured_T` (the executed
+    TFLOPs of the run it names, where no plan holds them): a dense run's budget."""
     sel, everything = params.sel, np.arange(n_train)
     lr_loss_scale = sel.lr_loss_scale if spec.scaled_lr else 0.0
+    selection = {"keep": spec.selective_keep, "history": spec.selective_history,
+                 "window": Window(spec.selective_start, spec.selective_end, spec.selective_interrupt)}
 
     def update(stage_index: int) -> dict:
         if not spec.masked:
@@ -173,8 +216,8 @@ def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = N
         return {"update": SEL, "gamma": stage_gamma(gamma, stage_index, len(sel.stages), sel.gamma_decay)}
 
     if spec.recipe == "dense":
-        images = spec.epochs * n_train if spec.budget is None else budget_images(spec, params, counts)
-        phases = budget_phases(images, n_train, seed, lr_loss_scale=lr_loss_scale, keep=spec.selective_keep,
+        images = spec.epochs * n_train if spec.budget is None else budget_images(spec, params, counts, measured_T)
+        phases = budget_phases(images, n_train, seed, lr_loss_scale=lr_loss_scale, **selection,
                                draw=spec.class_draw, draw_floor=spec.class_draw_floor, **update(0))
         if spec.infobatch_prune is not None:  # a budget is refused with it (params)
             (whole,) = phases
@@ -186,10 +229,10 @@ def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = N
         return [Phase("pretrain", spec.pretrain_epochs, everything, 0, recorded=False, measure_ec=False),
                 Phase("retrain", spec.epochs, everything, 0, MASKED, prune_fraction=spec.prune_fraction)]
     warmup = [Phase("warmup", spec.warmup_epochs, pools.easiest(spec.warmup_per_class), 0,
-                    measure_ec=False, keep=spec.selective_keep)] if spec.warmup_epochs else []
+                    measure_ec=False, **selection)] if spec.warmup_epochs else []
     return warmup + [Phase(stage.name, sel.epochs_per_stage,
                            pools.window(stage.start, stage.end, sel.samples_per_class), s + 1,
-                           lr_loss_scale=lr_loss_scale, keep=spec.selective_keep, **update(s))
+                           lr_loss_scale=lr_loss_scale, **selection, **update(s))
                      for s, stage in enumerate(sel.stages)]
 
 
@@ -203,15 +246,21 @@ class ExperimentRun:
     one history row per recorded epoch, cumulative FLOPs and time. `done` counts finished epochs
     (recorded or not), so a run restored from a checkpoint goes on where it stopped."""
 
-    def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str], out=sys.stderr):
+    def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str], out=sys.stderr,
+                 prep: tuple[float, float] = (0.0, 0.0)):
+        """`prep`: (executed FLOPs, seconds) of the passes the run needed before it trains (sort,
+        calibrate: `prep_flops`), counted in its totals from the start."""
         self.name, self.trainer, self.phases, self.classes, self.out = name, trainer, phases, classes, out
         self.schedule = [(phase, k) for phase in phases for k in range(phase.epochs)]
+        self.planned = run_steps(phases, trainer.batch_size)
         self.n_params = n_params(trainer.model)
         self.train_flops, self.eval_flops = flops_per_image(trainer.model)
         self.rows: list[dict] = []
         self.done = 0
-        self.totals = {"flops_proxy": 0.0, "flops_executed": 0.0, "flops_eval": 0.0, "time_s": 0.0,
-                       "train_time_s": 0.0, "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0, "wall_s": 0.0}
+        flops, seconds = prep
+        self.totals = {"flops_proxy": 0.0, "flops_executed": flops, "flops_eval": 0.0, "time_s": seconds,
+                       "train_time_s": seconds, "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0,
+                       "wall_s": 0.0, "prep_flops_executed": flops, "prep_time_s": seconds}
         self._indices = {}
         self.training_clock = Stopwatch(trainer.device)  # training alone, evaluation apart
 
@@ -239,9 +288,11 @@ class ExperimentRun:
             indices = trainer.draw_by_embarrassment(indices, phase.draw, phase.draw_floor)
         elif phase.prune_ratio is not None:
             indices = trainer.prune_by_loss(indices, phase.prune_ratio)
+        steps = epoch_steps(len(indices), trainer.batch_size, phase.keep, phase.window, self.done,
+                            len(self.schedule))
         sums = trainer.train_epoch(indices, phase.update, phase.gamma, phase.measure_ec, phase.lr_loss_scale,
-                                   phase.target_sparsity, phase.lr_decay_steps, phase.keep,
-                                   weighted=phase.prune_ratio is not None)
+                                   phase.target_sparsity, self.lr_line(phase, len(steps)), phase.keep,
+                                   weighted=phase.prune_ratio is not None, steps=steps, history=phase.history)
         self.training_clock.stop()
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         values = values.tolist()  # the epoch's one read back to the host
@@ -253,14 +304,14 @@ class ExperimentRun:
                            f"lower train.lr or check the data")
         self.done += 1
         self.totals["wall_s"] += seconds
-        images = len(indices)
         if not phase.recorded:
             self.totals["pretrain_time_s"] += seconds
-            self.totals["pretrain_flops_executed"] += self.executed_flops(phase, images)
+            self.totals["pretrain_flops_executed"] += steps_flops(steps, trainer.batch_size, phase.keep,
+                                                                  self.train_flops, self.eval_flops)
             self._report(phase, k, None, seconds)
             return None
         self.totals["train_time_s"] += self.training_clock.seconds()
-        row = self._row(phase, train, unpack_evaluation(values[len(sums):]), images, seconds)
+        row = self._row(phase, train, unpack_evaluation(values[len(sums):]), steps, seconds)
         self.rows.append(row)
         self._report(phase, k, row, seconds)
         return row
@@ -270,18 +321,24 @@ class ExperimentRun:
             self._indices[id(phase)] = torch.as_tensor(phase.indices, device=self.trainer.device)
         return self._indices[id(phase)]
 
-    def executed_flops(self, phase: Phase, images: int) -> float:
-        """Training FLOPs an epoch of `phase` on `images` executed, every extra forward of a method
-        included."""
-        return epoch_flops(images, self.trainer.batch_size, phase.keep, self.train_flops, self.eval_flops)
+    def lr_line(self, phase: Phase, steps: int) -> tuple[float, float] | None:
+        """(the fraction of the linear decay done before this epoch, the fraction per step): the
+        run's planned steps so far over all of them, or (InfoBatch) its epochs so far over all of
+        them, this epoch's share spread over its `steps`; None at a constant rate."""
+        if phase.lr_decay_steps:
+            return sum(map(len, self.planned[:self.done])) / phase.lr_decay_steps, 1 / phase.lr_decay_steps
+        if phase.lr_decay_epochs:
+            return self.done / phase.lr_decay_epochs, 1 / (phase.lr_decay_epochs * steps)
+        return None
 
-    def _row(self, phase: Phase, train: dict, ev: dict, images: int, seconds: float) -> dict:
+    def _row(self, phase: Phase, train: dict, ev: dict, steps: list[tuple[int, bool]], seconds: float) -> dict:
         batch_size = self.trainer.batch_size
-        steps = math.ceil(images / candidate_size(batch_size, phase.keep))
-        sparsity = train["sparsity"] / steps
+        images = sum(size for size, _ in steps)
+        trained = sum(kept_count(size, batch_size, phase.keep) if selecting else size for size, selecting in steps)
+        sparsity = train["sparsity"] / len(steps)
         t = self.totals
-        t["flops_proxy"] += proxy_flops(self.n_params, sparsity, trained_images(images, batch_size, phase.keep))
-        t["flops_executed"] += self.executed_flops(phase, images)
+        t["flops_proxy"] += proxy_flops(self.n_params, sparsity, trained)
+        t["flops_executed"] += steps_flops(steps, batch_size, phase.keep, self.train_flops, self.eval_flops)
         t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
         t["time_s"] += seconds
         row = {"epoch": len(self.rows) + 1, "schedule/stage": phase.stage,
@@ -291,11 +348,11 @@ class ExperimentRun:
                "compute/flops_executed_T": t["flops_executed"] / 1e12,
                "compute/flops_eval_T": t["flops_eval"] / 1e12, "compute/time_s": t["time_s"],
                "compute/train_time_s": t["train_time_s"],
-               "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / steps,
-               "sparsity/gamma": train["gamma"] / steps}
+               "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / len(steps),
+               "sparsity/gamma": train["gamma"] / len(steps)}
         row.update({f"class_acc/{name}": a for name, a in zip(self.classes, ev["per_class"])})
-        row.update({f"E/{name}": v / steps for name, v in zip(self.classes, train["E"])})
-        row.update({f"C/{name}": v / steps for name, v in zip(self.classes, train["C"])})
+        row.update({f"E/{name}": v / len(steps) for name, v in zip(self.classes, train["E"])})
+        row.update({f"C/{name}": v / len(steps) for name, v in zip(self.classes, train["C"])})
         return row
 
     def _report(self, phase: Phase, k: int, row: dict | None, seconds: float) -> None:
@@ -353,6 +410,9 @@ class ExperimentRun:
             "masked_epochs": sum(u != DENSE for u in updates),
             "pretrain_time_s": self.totals["pretrain_time_s"],
             "pretrain_flops_executed_T": self.totals["pretrain_flops_executed"] / 1e12,
+            # the sort and calibration passes the run read, in its executed FLOPs and times above
+            "compute/prep_flops_executed_T": self.totals.get("prep_flops_executed", 0.0) / 1e12,
+            "compute/prep_time_s": self.totals.get("prep_time_s", 0.0),
             "n_params": self.n_params,
             "train_gflop_per_image": self.train_flops / 1e9,
         }

@@ -19,10 +19,11 @@ from sel.method.curriculum import Pools
 from sel.data.dataset import Cifar
 from sel.core.errors import SelError
 from sel.experiments.plan import (ExperimentRun, Phase, check_plan, gamma_mode, make_trainer, needs_gamma,
-                          needs_pools, plan)
+                                  needs_pools, plan, prep_flops)
+from sel.method.flops import flops_per_image
 from sel.core.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.config.names import label
-from sel.config.params import Experiment, Params, flatten, plan_reads_sel
+from sel.config.params import TWIN, Experiment, Params, flatten, plan_reads_sel
 from sel.track.beside import Beside
 from sel.track.tracking import Tracker, run_tags
 from sel.train.training import DENSE
@@ -40,7 +41,7 @@ def experiment_for(params: Params, group: str, name: str) -> Experiment:
     """The experiment's params, if the stage that runs it depends on everything it reads."""
     if name not in params.experiments:
         raise SelError(f"unknown experiment {name!r} (experiments: {', '.join(params.experiments)})")
-    if name not in getattr(params.train_stages, group):
+    if name not in params.train_stages.trained(group):
         raise SelError(f"train_stages.{group} does not list {name!r}; run it from its own stage")
     return params.experiments[name]
 
@@ -97,40 +98,59 @@ def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary:
 
 
 def prepared_inputs(params: Params, spec: Experiment, data: Cifar, seed: int):
-    """(the input files the run depends on, its pools, its gamma): the pools of `sort` and the
-    gamma of `calibrate` where the experiment reads them, a seeded random order for a
-    curriculum that does not."""
-    inputs, pools, gamma = [Path("data/cifar10.npz"), Path("data/cifar10.json")], None, None
+    """(the input files the run depends on, its pools, its gamma, the seconds their stages took):
+    the pools of `sort` and the gamma of `calibrate` where the experiment reads them, a seeded
+    random order for a curriculum that does not."""
+    inputs, pools, gamma, seconds = [Path("data/cifar10.npz"), Path("data/cifar10.json")], None, None, 0.0
     if needs_pools(spec):
         inputs.append(seed_data(seed) / "pools.npz")
         pools = Pools.load(inputs[-1])
+        with np.load(inputs[-1]) as z:
+            seconds += float(z["seconds"]) if "seconds" in z else 0.0
     elif spec.recipe == "curriculum":
         pools = Pools.shuffled(data.y_train, len(data.classes), seed)
     if needs_gamma(spec, params):
         inputs.append(seed_data(seed) / "gamma.json")
-        gamma = json.loads(inputs[-1].read_text())["gamma"]
-    return inputs, pools, gamma
+        calibration = json.loads(inputs[-1].read_text())
+        gamma, seconds = calibration["gamma"], seconds + calibration.get("seconds", 0.0)
+    return inputs, pools, gamma, seconds
+
+
+def measured_flops(params: Params, spec: Experiment, seed: int) -> tuple[list[Path], float | None]:
+    """(its input, the executed TFLOPs) of the run a dense twin's budget names, where no plan
+    holds them (a method listed under train_stages.measured): that run's summary.json, this seed's."""
+    if spec.budget not in params.train_stages.measured:
+        return [], None
+    path = run_outputs(spec.budget, seed)[2]
+    if not path.exists():
+        raise SelError(f"experiments.{TWIN}{spec.budget}.budget = {spec.budget!r}: its size is {spec.budget}'s "
+                       f"measured executed FLOPs, and {path} is not there: train {spec.budget} at seed {seed} "
+                       f"first (dvc repro train_dense@{spec.budget}-{seed})")
+    return [path], json.loads(path.read_text())["compute/flops_executed_T"]
 
 
 def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
-    """Train experiment `name` of stage group `group` (dense | sel | budget) at `seed` from the prepared
+    """Train experiment `name` of stage group `group` (dense | sel | budget | measured) at `seed` from the prepared
     data under data/, resuming from its checkpoint if one is there; returns its summary."""
     spec = experiment_for(params, group, name)
     tracker = Tracker(params.mlflow.experiment)  # reach the store before any work
     data = Cifar.load("data/cifar10.npz")
     provenance = json.loads(Path("data/cifar10.json").read_text())
-    inputs, pools, gamma = prepared_inputs(params, spec, data, seed)
+    inputs, pools, gamma, prep_seconds = prepared_inputs(params, spec, data, seed)
+    measured, measured_T = measured_flops(params, spec, seed)
     counts = np.bincount(data.y_train, minlength=len(data.classes))
-    phases = plan(spec, params, len(data.y_train), pools, gamma, counts, seed)
+    phases = plan(spec, params, len(data.y_train), pools, gamma, counts, seed, measured_T)
     check_plan(name, spec, phases, pools, params.train.batch_size)
     trainer = make_trainer(params, data, spec, seed)
-    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes)
+    train_flops, eval_flops = flops_per_image(trainer.model)
+    prep = (prep_flops(spec, params, len(data.y_train), train_flops, eval_flops), prep_seconds)
+    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, prep=prep)
     logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
     if gamma is not None:
         logged["gamma"] = gamma
     resolved = {"device": str(trainer.device), "precision": trainer.precision,
                 "cuda_graphs": trainer.graphs is not None, "torch": torch.__version__}
-    checkpoint = Checkpoint(f"{name}-seed{seed}", {**logged, **resolved}, inputs)
+    checkpoint = Checkpoint(f"{name}-seed{seed}", {**logged, **resolved}, inputs + measured)
     tags = {**run_tags(name, provenance, str(trainer.device), trainer.precision), "seed": seed}
 
     def save_checkpoint():

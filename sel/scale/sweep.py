@@ -141,11 +141,13 @@ def plan(grid: dict, raw: dict, root: Path) -> list[Trial]:
             params = parse_params(params_raw)
         except SelError as e:
             raise SelError(f"sweep {grid['name']}, point {point}: {e}") from None
-        names = grid.get("experiments") or list(params.train_stages.names())
-        unknown = [n for n in names if n not in params.train_stages.names()]
+        # a twin sized from its method's measured run would need that run's trial first: not swept
+        sweepable = [n for n in params.train_stages.names() if n not in params.train_stages.trained("measured")]
+        names = grid.get("experiments") or sweepable
+        unknown = [n for n in names if n not in sweepable]
         if unknown:
-            raise SelError(f"sweep {grid['name']}: experiment {unknown[0]!r} is not in train_stages "
-                           f"(known: {', '.join(params.train_stages.names())})")
+            raise SelError(f"sweep {grid['name']}: experiment {unknown[0]!r} is not in train_stages, or is a "
+                           f"twin sized from a measured run (sweepable: {', '.join(sweepable)})")
         points.append((point, params_raw, params, names))
     folder, prepared = root / "sweeps" / grid["name"], {}
     return [_trial(folder, name, int(seed), point, {**params_raw, "seeds": [seed]}, params, prepared)

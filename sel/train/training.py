@@ -24,7 +24,7 @@ from sel.method.embarrassment import class_counts, class_embarrassment
 from sel.method.infobatch import prune_well_learned
 from sel.train.graphs import StepGraphs
 from sel.method.prune import Mask, global_magnitude_mask
-from sel.method.selective import candidate_size, kept_count, select_by_loss
+from sel.method.selective import candidate_size, epoch_steps, history_percentile, kept_count, select_by_loss
 from sel.method.sparsity import FlatGrads
 
 DENSE, SEL, MASKED = "dense", "sel", "masked"
@@ -32,17 +32,19 @@ DENSE, SEL, MASKED = "dense", "sel", "masked"
 
 class Rule(NamedTuple):
     """What a step does, and so what one captured graph replays: the update, whether it measures
-    E/C, the loss scaling of its lr, the target sparsity (target-mode gamma), the steps over which
-    its lr decays to zero (linear schedule), the share of candidates it trains on (selective
-    backward) and whether its loss is weighted per image (InfoBatch)."""
+    E/C, the loss scaling of its lr, the target sparsity (target-mode gamma), whether its lr
+    decays linearly (the line's position is on the device: `lr_line`), the share of candidates it
+    trains on (selective backward), whether its loss is weighted per image (InfoBatch) and the
+    length of the loss history its selection ranks against (None: its own batch)."""
 
     update: str
     measure_ec: bool
     lr_loss_scale: float
     target_sparsity: float | None
-    lr_decay_steps: int | None
+    decays: bool
     keep: float | None
     weighted: bool = False
+    history: int | None = None
 
 
 TARGET_SAMPLE = 1 << 16  # gradient entries whose quantile sets gamma in target mode
@@ -107,7 +109,10 @@ class Trainer:
         self.sum_parts = {name: self.sums[sl] for name, sl in layout.items()}
         self.gamma = torch.zeros((), device=device)
         self.step_index = torch.zeros((), device=device)
-        self.run_step = torch.zeros((), device=device)  # steps of the whole run: t of a decaying lr
+        # a linear lr: the fraction of its line done at the epoch's first step, and per step
+        self.lr_start = torch.zeros((), device=device)
+        self.lr_slope = torch.zeros((), device=device)
+        self.loss_history, self.history_at = None, torch.zeros((), dtype=torch.long, device=device)
         self.mask: Mask | None = None
         self.select_noise = {}  # selective backward: candidates per step -> its Exp(1) draws
         # the epoch draws: each class's running E (the last epoch's mean; the E-driven class
@@ -136,7 +141,9 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "mask": None if self.mask is None else self.mask.flat,
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "run_step": self.run_step.clone(), "class_e": self.class_e.clone(), "scores": self.scores.clone()}
+                "class_e": self.class_e.clone(), "scores": self.scores.clone(),
+                "loss_history": None if self.loss_history is None else self.loss_history.clone(),
+                "history_at": self.history_at.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         """All or nothing: a state that does not fit this trainer (another width's model, say)
@@ -155,8 +162,10 @@ class Trainer:
         if self.graphs is not None:  # the loaded state holds new tensors, and maybe capturable=False
             self.optimizer.param_groups[0]["capturable"] = True
             self.graphs.reset()
-        self.run_step.copy_(state["run_step"])
         self.class_e.copy_(state["class_e"])
+        history = state.get("loss_history")
+        self.loss_history = None if history is None else history.to(self.device)
+        self.history_at.copy_(state.get("history_at", 0))
         self.scores.copy_(state["scores"])
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -198,15 +207,19 @@ class Trainer:
 
     def train_epoch(self, indices: torch.Tensor, update: str = DENSE, gamma: float | None = None,
                     measure_ec: bool = True, lr_loss_scale: float = 0.0,
-                    target_sparsity: float | None = None, lr_decay_steps: int | None = None,
-                    keep: float | None = None, weighted: bool = False) -> torch.Tensor:
+                    target_sparsity: float | None = None, lr_line: tuple[float, float] | None = None,
+                    keep: float | None = None, weighted: bool = False,
+                    steps: list[tuple[int, bool]] | None = None, history: int | None = None) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. `update`: dense, sel (zero |g| <= gamma, or,
         with `target_sparsity`, at the gamma that zeroes that fraction) or masked (lottery).
-        The learning rate is `step_lr`'s, or the base one when neither knob moves it. `keep`:
-        selective backward, each step trains on that share of its candidates
-        (`sel.method.selective`). `weighted`: each image's loss is weighted by `image_weight` and
-        its score set to it (InfoBatch). With `measure_ec` the epoch's mean E per class becomes
-        the running E the class draw reads. Returns the sums over its steps, on the device (`sums_layout`;
+        The learning rate is `step_lr`'s, or the base one when neither knob moves it; `lr_line`:
+        (the fraction of a linear decay done at the epoch's first step, the fraction per step).
+        `keep`: selective backward, each selecting step trains on that share of its candidates
+        (`sel.method.selective`); `steps`: (images, selects) of each step (`epoch_steps`; default:
+        every step selects when `keep` is set), `history`: rank losses among that many past ones.
+        `weighted`: each image's loss is weighted by `image_weight` and its score set to it
+        (InfoBatch). With `measure_ec` the epoch's mean E per class becomes the running E the
+        class draw reads. Returns the sums over its steps, on the device (`sums_layout`;
         `unpack_sums` names them once read back)."""
         self.model.train()
         self.sums.zero_()
@@ -214,15 +227,23 @@ class Trainer:
         self.step_index.zero_()
         if gamma is not None:
             self.gamma.fill_(gamma)
-        if not lr_loss_scale and not lr_decay_steps:
+        if lr_line is not None:
+            self.lr_start.fill_(lr_line[0])
+            self.lr_slope.fill_(lr_line[1])
+        if not lr_loss_scale and lr_line is None:
             self.set_lr(self.base_lr)
-        rule = Rule(update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep, weighted)
-        per_step = candidate_size(self.batch_size, keep)
-        batches = epoch_order(indices, self.generator).split(per_step)
-        for batch in batches:
+        if history and (self.loss_history is None or len(self.loss_history) != history):
+            self.loss_history = torch.full((history,), float("nan"), device=self.device)
+        steps = steps or epoch_steps(len(indices), self.batch_size, keep)
+        batches = epoch_order(indices, self.generator).split([size for size, _ in steps])
+        for batch, (_, selecting) in zip(batches, steps):
+            step_keep = keep if selecting else None
+            rule = Rule(update, measure_ec, lr_loss_scale, target_sparsity, lr_line is not None, step_keep,
+                        weighted, history if selecting else None)
+            per_step = candidate_size(self.batch_size, step_keep)
             x = self.train_set.augmented(batch, self.generator)
             y = self.train_set.y[batch]
-            if keep is not None:  # drawn here, read by the step at a fixed address
+            if step_keep is not None:  # drawn here, read by the step at a fixed address
                 if per_step not in self.select_noise:
                     self.select_noise[per_step] = torch.empty(per_step, device=self.device)
                 self.select_noise[per_step].exponential_(generator=self.generator)
@@ -239,10 +260,10 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor, rule: Rule) -> None:
         """One training step, adding to `self.sums`; reads nothing back to the host, and reads
         no Python value that changes between steps of the same `rule` (a graph replays it)."""
-        update, measure_ec, lr_loss_scale, target_sparsity, lr_decay_steps, keep, weighted = Rule(*rule)
+        update, measure_ec, lr_loss_scale, target_sparsity, decays, keep, weighted, history = Rule(*rule)
         t = self.sum_parts
         if keep is not None:
-            x, y = self._select(x, y, keep, measure_ec)
+            x, y = self._select(x, y, keep, measure_ec, history)
         with autocast(self.device, self.precision):
             logits = self._forward(x, len(y) == self.batch_size)
         if weighted:
@@ -259,8 +280,8 @@ class Trainer:
                                         self.step_index, t["bad_step"]))
         if keep is None:
             self._record(logits.detach(), y, mean_loss, measure_ec)
-        if lr_loss_scale or lr_decay_steps:
-            self.set_lr(self.step_lr(loss.detach(), lr_loss_scale, lr_decay_steps))
+        if lr_loss_scale or decays:
+            self.set_lr(self.step_lr(loss.detach(), lr_loss_scale, decays))
         loss.backward()
         if update == SEL:
             threshold = self.target_gamma(target_sparsity) if target_sparsity is not None else self.gamma
@@ -280,14 +301,14 @@ class Trainer:
             t["changed"].add_(self.before.count_nonzero() / self.grads.numel)
         self.grads.zero()
         self.step_index.add_(1)
-        self.run_step.add_(1)
 
-    def step_lr(self, loss: torch.Tensor, lr_loss_scale: float, lr_decay_steps: int | None) -> torch.Tensor:
-        """lr * (1 - t / T) * (1 + lr_loss_scale * loss) on the device, for step t (0-based) of
-        the run's T = `lr_decay_steps` (None: no decay). The last step runs at lr / T and the
-        line reaches zero as the run ends, so every step moves the weights (Li et al. 2020)."""
+    def step_lr(self, loss: torch.Tensor, lr_loss_scale: float, decays: bool) -> torch.Tensor:
+        """lr * (1 - done) * (1 + lr_loss_scale * loss) on the device, `done` the fraction of the
+        linear decay behind this step (`lr_line`: for a run of T steps, t / T at step t, 0-based;
+        no decay unless `decays`). The last step runs at lr / T and the line reaches zero as the
+        run ends, so every step moves the weights (Li et al. 2020)."""
         lr = self.base_lr * (1 + lr_loss_scale * loss)
-        return lr * (1 - self.run_step / lr_decay_steps) if lr_decay_steps else lr
+        return lr * (1 - self.lr_start - self.step_index * self.lr_slope) if decays else lr
 
     def _record(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, measure_ec: bool) -> None:
         """Add a batch's loss (its mean `loss` times its images), correct predictions and E/C."""
@@ -300,7 +321,7 @@ class Trainer:
             t["C"].add_(c)
 
     @torch.no_grad()
-    def _select(self, x: torch.Tensor, y: torch.Tensor, keep: float, measure_ec: bool):
+    def _select(self, x: torch.Tensor, y: torch.Tensor, keep: float, measure_ec: bool, history: int | None):
         """Selective backward: forward every candidate without an autograd graph, in train mode as
         Composer does (BatchNorm normalises by the candidates' statistics and updates its running
         ones), record their loss, accuracy and E/C (so an epoch's figures cover all its images),
@@ -310,7 +331,13 @@ class Trainer:
         losses = F.cross_entropy(logits, y, reduction="none")
         self._record(logits, y, losses.mean(), measure_ec)
         noise = self.select_noise[candidate_size(self.batch_size, keep)][:len(y)]
-        chosen = select_by_loss(losses, kept_count(len(y), self.batch_size, keep), keep, noise)
+        percentile = None
+        if history:  # rank against the run's last `history` candidate losses, then add these
+            percentile = history_percentile(losses, self.loss_history)
+            slots = (self.history_at + torch.arange(len(y), device=self.device)) % history
+            self.loss_history[slots] = losses
+            self.history_at.copy_((self.history_at + len(y)) % history)
+        chosen = select_by_loss(losses, kept_count(len(y), self.batch_size, keep), keep, noise, percentile)
         return x[chosen], y[chosen]
 
     @torch.inference_mode()
