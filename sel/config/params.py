@@ -548,7 +548,7 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
         "train_sel": experiment + ["sel"],
         "train_budget": ["data.held_out_per_class", "model", "train", "experiments", "sel", "mlflow"],
         "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",
-                      "attribution", "mlflow"],
+                      "attribution", "experiments", "mlflow"],
     }
     if stage not in keys:
         raise ValueError(f"unknown stage {stage!r}")
