@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from builders import make_arrays
-from sel.speed.bench import SyncCounter, protocol_work, synthetic, time_original, time_ours
+from conftest import ROOT
+from sel.speed.bench import SyncCounter, kept_share, protocol_work, synthetic, time_methods, time_original, time_ours
 from sel.data.dataset import Cifar
 from sel.train.device import PYTORCH_DEFAULT_MATH, default_math, exact_fp32, math_settings
 from sel.train.model import fresh_model
@@ -48,7 +49,7 @@ def test_cpu_small_work_is_as_the_issue_counts_it():
 @pytest.mark.slow  # the bench end to end, both loops, in a process of its own
 def test_bench_reports_both_loops():
     out = subprocess.run([sys.executable, "-m", "sel.speed.bench", "--widths", "4", "--steps", "3", "--warmup", "1",
-                          "--repeats", "1"],
+                          "--repeats", "1", "--infobatch-kept", "0.71", "0.6"],
                          capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(out.stdout)
     assert {c["step"] for c in report["cases"]} == {"dense", "sel"}
@@ -60,17 +61,32 @@ def test_bench_reports_both_loops():
         assert case["original_math"] == PYTORCH_DEFAULT_MATH  # on a CPU ours runs under them too
         assert case["ours_math"] == PYTORCH_DEFAULT_MATH
     assert report["matmul_peak_gflops"]["fp32"] > 0 and report["eval"][0]["ours_img_s"] > 0
-    # each method at the default keeps and ratios, against the dense step timed beside it
-    assert [(m["method"], m.get("keep", m.get("ratio"))) for m in report["methods"]] == [
-        ("selective", 0.5), ("selective", 0.25), ("class_draw", 0.5), ("class_draw", 0.25),
-        ("infobatch", 0.5), ("infobatch", 0.7)]
+    # each method at the default keeps and ratios, against the dense step timed beside it;
+    # InfoBatch at its promise and at the share its runs kept
+    assert [(m["method"], m.get("keep", m.get("ratio")), m.get("kept")) for m in report["methods"]] == [
+        ("selective", 0.5, None), ("selective", 0.25, None), ("class_draw", 0.5, None), ("class_draw", 0.25, None),
+        ("infobatch", 0.5, 0.75), ("infobatch", 0.5, 0.71), ("infobatch", 0.7, 0.65), ("infobatch", 0.7, 0.6)]
     for method in report["methods"]:
         assert method["ours_syncs_per_step"] == 0 and method["ours_dense_img_s"] > 0
         assert method["ours_speedup"] == pytest.approx(method["ours_img_s"] / method["ours_dense_img_s"], rel=0.05,
                                                        abs=0.01)
     ratios = [m["flops_ratio"] for m in report["methods"]]
     assert 1 < ratios[0] < ratios[1] and ratios[2:4] == [2.0, 4.0]  # the draw trains a half, a quarter
-    assert ratios[4] == pytest.approx(1 / (1 - 0.25), abs=0.01) and ratios[5] == pytest.approx(1 / (1 - 0.35), abs=0.01)
+    assert ratios[4] == pytest.approx(1 / (1 - 0.25), abs=0.01) and ratios[6] == pytest.approx(1 / (1 - 0.35), abs=0.01)
+    assert ratios[5] == pytest.approx(1 / 0.71, abs=0.01) and ratios[7] == pytest.approx(1 / 0.6, abs=0.01)
+
+
+def test_infobatch_is_timed_at_its_promise_and_at_the_share_its_runs_kept():
+    # the committed runs at r = 0.5 kept 0.69-0.73 per pruned epoch (images = executed FLOPs /
+    # FLOPs per image), not the promised 0.75; at r = 0.7, 0.55-0.64, not 0.65
+    assert 0.69 < kept_share(ROOT / "metrics/runs/infobatch_r50") < 0.73
+    assert 0.55 < kept_share(ROOT / "metrics/runs/infobatch_r70") < 0.64
+    assert kept_share(ROOT / "metrics/runs/no_such_experiment") is None
+    rows = time_methods(4, [("infobatch", 0.5), ("infobatch", 0.5, 0.71)], 2, 1, torch.device("cpu"), "fp32",
+                        synthetic(91 * 6, 100), repeats=1)
+    assert [(r["ratio"], r["kept"], r["kept_from"]) for r in rows] == [(0.5, 0.75, "promise"), (0.5, 0.71, "measured")]
+    assert [r["flops_ratio"] for r in rows] == [pytest.approx(1 / 0.75, abs=0.01), pytest.approx(1 / 0.71, abs=0.01)]
+    assert all(r["ours_syncs_per_step"] == 0 and r["ours_img_s"] > 0 for r in rows)
 
 
 def test_the_default_math_is_a_fresh_processes():

@@ -14,8 +14,8 @@ from sel.method.curriculum import Pools, stage_gamma
 from sel.core.errors import SelError
 from sel.experiments.plan import check_plan, needs_gamma, needs_pools, plan
 from sel.config.params import Params, parse_params
-from sel.report.summary import summarise
-from sel.report.stats import describe, paired
+from sel.report.summary import markdown, summarise
+from sel.report.stats import binomial_se, describe, joint_level, paired
 from sel.train.training import DENSE, MASKED, SEL
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -202,6 +202,41 @@ def test_summary_statistics_and_attribution_rows():
         pytest.approx(12.7062047 * 0.08 / 2, abs=1e-6)
     assert fewer["acc/test_full"]["mean"] == pytest.approx(-0.13)  # (-0.15 - 0.11) / 2
     assert out["seeds"] == [42, 43]
+
+
+def test_what_an_interval_leaves_out_is_sized():
+    assert joint_level(12) == pytest.approx(0.99583, abs=1e-5)  # 99.6%: twelve at 95% jointly
+    assert joint_level(1) == pytest.approx(0.95)
+    assert binomial_se(0.5, 1000) == pytest.approx(0.0158114, abs=1e-7)  # 1.6 points
+    assert binomial_se(0.9, 10_000) == pytest.approx(0.003)
+
+
+def test_summary_md_says_what_its_intervals_cover_and_which_schedules_they_pair():
+    def run(acc):
+        return {"acc/test_full": acc, "acc/test_100": acc}
+    summaries = {"baseline": {42: run(0.50), 43: run(0.52)}, "baseline_linear": {42: run(0.53), 43: run(0.52)},
+                 "sel95": {42: run(0.30), 43: run(0.36)}}
+    attribution = {"linear_lr": ("baseline_linear", "baseline"), "total": ("sel95", "baseline")}
+    schedules = {"baseline": "constant", "baseline_linear": "linear", "sel95": "constant"}
+    out = summarise(summaries, attribution, schedules=schedules, n_test=1000)
+    assert out["attribution"][0]["schedules"] == ["linear", "constant"] and out["n_test"] == 1000
+    md = markdown(out, "note", held_out_is_test_set=True)
+    paired_table, attribution_table = md.split("## Where SEL's accuracy goes")
+    # two rows with an interval in each table: 97.5% each for both to hold at 95%
+    for table in (paired_table, attribution_table):
+        assert "2 comparisons with an interval" in table and "97.5% to hold jointly" in table
+        assert "ignore the sampling of the test images" in table
+        # at the baseline's 51%: sqrt(0.51 * 0.49 / 1000) = 1.58%
+        assert "a single run's accuracy on 1,000 test images has a binomial s.e. of 1.6 points" in table
+        assert "compares schedules as well as methods" in table
+    assert "| linear lr ‡ | baseline_linear | Baseline |" in attribution_table
+    assert attribution_table.count("| linear / constant |") == 1
+    assert "| total | SEL-95 | Baseline |" in attribution_table and "| constant / constant |" in attribution_table
+    assert "| baseline_linear ‡ |" in paired_table and "| SEL-95 |" in paired_table
+    # without schedules (runs summarised before) the tables keep their columns and no footnote
+    plain = markdown(summarise(summaries, attribution), "note", held_out_is_test_set=True)
+    assert "Schedules" not in plain and "‡" not in plain and "binomial" not in plain
+    assert "2 comparisons with an interval" in plain
 
 
 def test_a_phase_of_no_more_images_than_a_batch_is_warned_about(capsys):

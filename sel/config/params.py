@@ -618,7 +618,7 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
         # a method's twin: its size is the method's run (summary.json, a dependency), not its params
         "train_measured": ["data.held_out_per_class", "model", "train", f"experiments.{TWIN}{experiment}", "mlflow"],
         "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",
-                      "attribution", "mlflow"],
+                      "attribution", "experiments", "mlflow"],
     }
     if stage not in keys:
         raise ValueError(f"unknown stage {stage!r}")

@@ -1,5 +1,6 @@
 """Statistics over seeds: mean, standard deviation, n and a Student-t confidence interval,
-and paired differences between two experiments run with the same seeds."""
+paired differences between two experiments run with the same seeds, and what such intervals
+leave out: the multiplicity of a table of them and the sampling of the test images."""
 
 import math
 
@@ -29,3 +30,15 @@ def paired(a: dict, b: dict, confidence: float = 0.95) -> dict | None:
     if not seeds:
         return None
     return {**describe([a[s] - b[s] for s in seeds], confidence), "seeds": seeds}
+
+
+def joint_level(comparisons: int, confidence: float = 0.95) -> float:
+    """The per-comparison confidence at which `comparisons` intervals hold jointly at
+    `confidence` (Bonferroni): each 95% interval alone says nothing of a table of them."""
+    return 1 - (1 - confidence) / comparisons
+
+
+def binomial_se(accuracy: float, n_test: int) -> float:
+    """The standard error of one run's accuracy measured on `n_test` test images: the spread
+    that intervals over seeds, all measured on the same images, leave out."""
+    return math.sqrt(accuracy * (1 - accuracy) / n_test)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from sel.config.names import label
-from sel.report.stats import describe, paired
+from sel.report.stats import binomial_se, describe, joint_level, paired
 
 # Final-epoch figures of a run's summary.json that the summary describes over seeds.
 # Names are the history's `section/column` (MLflow's chart sections), as in every run.
@@ -98,12 +98,16 @@ def time_to_accuracy(histories: dict[str, dict[int, pd.DataFrame]], reference: f
 
 
 def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]],
-              histories: dict[str, dict[int, pd.DataFrame]] | None = None) -> dict:
+              histories: dict[str, dict[int, pd.DataFrame]] | None = None,
+              schedules: dict[str, str] | None = None, n_test: int | None = None) -> dict:
     """Everything summary.json holds: statistics per experiment and metric, what other training
     ran beside its seeds ({seed: names}, from the runs' summaries), the paired
     difference of each experiment to the baseline, the attribution rows and, from the
-    `histories` ({experiment: {seed: history}}), the time to accuracy against the baseline's."""
+    `histories` ({experiment: {seed: history}}), the time to accuracy against the baseline's.
+    `schedules` ({experiment: lr_schedule}) puts on each comparison the schedules it pairs, and
+    `n_test` (test images) lets summary.md size the test set's own sampling error."""
     values = per_seed_values(summaries)
+    pair = (lambda a, b: {"schedules": [schedules[a], schedules[b]]}) if schedules else (lambda a, b: {})
     experiments = []
     for name, by_metric in values.items():
         row = {"experiment": name, "system": label(name), "seeds": sorted(summaries[name]),
@@ -113,17 +117,20 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
         if name != "baseline" and "baseline" in values:
             row["vs_baseline"] = {m: paired(by_metric[m], values["baseline"][m])
                                   for m in ("acc/test_full", "acc/test_100") if by_metric[m]}
+            row.update(pair(name, "baseline"))
         experiments.append(row)
     rows = []
     for factor, (with_it, without_it) in attribution.items():
         if with_it in values and without_it in values:
             diff = paired(values[with_it]["acc/test_full"], values[without_it]["acc/test_full"])
             if diff is not None:
-                rows.append({"factor": factor, "with": with_it, "without": without_it, "acc/test_full": diff})
+                rows.append({"factor": factor, "with": with_it, "without": without_it, "acc/test_full": diff,
+                             **pair(with_it, without_it)})
     base = values.get("baseline", {}).get("acc/test_full")
     to_target = time_to_accuracy(histories, describe(base.values())["mean"]) if histories and base else []
     return {"seeds": sorted({s for by_seed in summaries.values() for s in by_seed}),
-            "experiments": experiments, "attribution": rows, "time_to_accuracy": to_target}
+            "experiments": experiments, "attribution": rows, "time_to_accuracy": to_target,
+            **({"n_test": n_test} if n_test else {})}
 
 
 # The few figures per experiment that `dvc exp show` and `dvc metrics diff` compare (DVC shows
@@ -237,18 +244,24 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
                                                for k in columns] for e in summary["experiments"]])
     lines += _beside_lines(summary["experiments"])
     lines += ["", "Paired difference to the baseline (same seeds), percentage points [95% interval]:", ""]
-    lines += _table(["System", *accuracies.values()], [
-        [e["system"]] + [_points(e["vs_baseline"].get(k)) for k in accuracies]
-        for e in summary["experiments"] if "vs_baseline" in e])
+    compared = [e for e in summary["experiments"] if "vs_baseline" in e]
+    schedule_column = ["Schedules"] if any("schedules" in e for e in compared) else []
+    lines += _table(["System", *accuracies.values(), *schedule_column], [
+        [e["system"] + _schedule_mark(e)] + [_points(e["vs_baseline"].get(k)) for k in accuracies]
+        + ([_schedules(e)] if "schedules" in e else []) for e in compared])
+    lines += _interval_lines([e["vs_baseline"].get(k) for e in compared for k in accuracies], compared, summary)
     if summary["attribution"]:
         lines += ["", "## Where SEL's accuracy goes", "",
                   "Each factor: the paired difference of full-test accuracy between a run with it and "
                   "the same run without it (params.yaml `attribution`), percentage points [95% "
                   "interval]. Leave-one-out differences need not add up to the total: factors interact.",
-                  "", "| Factor | With it | Without it | Points | n |", "|---|---|---|---|---|"]
-        for r in summary["attribution"]:
-            lines.append(f"| {r['factor'].replace('_', ' ')} | {label(r['with'])} | {label(r['without'])} | "
-                         f"{_points(r['acc/test_full'])} | {r['acc/test_full']['n']} |")
+                  ""]
+        lines += _table(["Factor", "With it", "Without it", "Points", "n",
+                         *(["Schedules"] if any("schedules" in r for r in summary["attribution"]) else [])], [
+            [r["factor"].replace("_", " ") + _schedule_mark(r), label(r["with"]), label(r["without"]),
+             _points(r["acc/test_full"]), str(r["acc/test_full"]["n"])] + ([_schedules(r)] if "schedules" in r else [])
+            for r in summary["attribution"]])
+        lines += _interval_lines([r["acc/test_full"] for r in summary["attribution"]], summary["attribution"], summary)
     lines += _time_to_accuracy_lines(summary.get("time_to_accuracy", []))
     lines += ["", "Executed FLOPs: forward+backward conv/matmul arithmetic measured with "
                   "FlopCounterMode, times images trained (evaluation apart). The proxy is the "
@@ -260,6 +273,43 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
         lines.append(f"| {label(name)} | {p['acc/test_100']:.1%} | {p['compute/flops_proxy_T']} | "
                      f"{p['compute/time_s']} |")
     return "\n".join(lines) + "\n"
+
+
+SCHEDULE_MARK = " ‡"  # a comparison of two runs whose learning-rate schedules differ
+
+
+def _schedule_mark(row: dict) -> str:
+    return SCHEDULE_MARK if len(set(row.get("schedules", ()))) > 1 else ""
+
+
+def _schedules(row: dict) -> str:
+    return " / ".join(row["schedules"])
+
+
+def _interval_lines(diffs: list[dict | None], rows: list[dict], summary: dict) -> list[str]:
+    """What a table of paired intervals covers: how many it shows, each at 95% alone (and the
+    level that would hold them jointly), over seeds only, not the test images' sampling (its
+    size, from the baseline's accuracy and the test set's size); and the schedule footnote."""
+    count = sum(d is not None and d["ci_low"] is not None for d in diffs)
+    if not count:
+        return []
+    text = (f"{count} comparison{'s' if count > 1 else ''} with an interval. Each 95% interval holds for its own "
+            "comparison, not corrected for multiplicity: "
+            + (f"with {count} comparisons, an interval that excludes zero at 95% each would need "
+               f"{joint_level(count):.1%} to hold jointly (Bonferroni). " if count > 1 else "")
+            + "The intervals cover the seeds, paired by seed (Student t over the per-seed differences); they "
+              "ignore the sampling of the test images, which every run shares")
+    base = next((e["metrics"].get("acc/test_full") for e in summary["experiments"] if e["experiment"] == "baseline"),
+                None)
+    if summary.get("n_test") and base:
+        text += (f": a single run's accuracy on {summary['n_test']:,} test images has a binomial s.e. of "
+                 f"{100 * binomial_se(base['mean'], summary['n_test']):.1f} points (at the baseline's "
+                 f"{base['mean']:.1%})")
+    lines = ["", text + "."]
+    if any(_schedule_mark(r) for r in rows):
+        lines += ["", f"{SCHEDULE_MARK.strip()} The two runs have different learning-rate schedules: this row "
+                      "compares schedules as well as methods."]
+    return lines
 
 
 TO_ACCURACY_HEADING = "## Time to accuracy"  # the results page finds its table under it

@@ -2,7 +2,8 @@
 on the same model width, batch size and device. Prints JSON.
 
     python -m sel.speed.bench [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
-                        [--keeps 0.5 0.25] [--prunes 0.5 0.7] [--repeats 3] [--compile] [--profile]
+                        [--keeps 0.5 0.25] [--prunes 0.5 0.7] [--infobatch-kept 0.71 0.60]
+                        [--repeats 3] [--compile] [--profile]
 
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
@@ -21,17 +22,20 @@ the same device: selective backward and the E-driven class draw at each `--keeps
 InfoBatch at each `--prunes` ratio, timed per image of the epoch they draw from (selective: every
 candidate forwarded, the kept share trained; the class draw: the drawn share trained, the draw
 included; InfoBatch: the pruning and the weighted steps on what it kept, with scores spread so that
-half the images are below the mean), so `speedup` is the epoch's real speedup on this hardware,
-every extra pass included, beside `flops_ratio`, what its executed FLOPs promise; each is the
-median of `--repeats` adjacent (dense, method) pairs.
+half the images are below the mean, its promise, and again at the share of the images its runs
+kept, `--infobatch-kept`, by default read from metrics/runs/infobatch_r<100 r>), so `speedup` is
+the epoch's real speedup on this hardware, every extra pass included, beside `flops_ratio`, what
+its executed FLOPs promise; each is the median of `--repeats` adjacent (dense, method) pairs.
 """
 
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -91,10 +95,26 @@ def _ours(width, device, precision, data, use_compile=False, cuda_graphs=False):
 
 
 def share(method) -> float:
-    """The share of an epoch's images a method trains (InfoBatch: half below the mean, `ratio` of
-    them left out); 1 for the dense step, `method` None."""
-    kind, value = method or (None, 1.0)
-    return 1 - value / 2 if kind == "infobatch" else value
+    """The share of an epoch's images a method trains (InfoBatch: the share kept when given, else
+    its promise, half below the mean and `ratio` of them left out); 1 for the dense step, `method`
+    None."""
+    kind, value, *kept = method or (None, 1.0)
+    if kind == "infobatch":
+        return kept[0] if kept else 1 - value / 2
+    return value
+
+
+def kept_share(runs: Path) -> float | None:
+    """The mean share of the images an InfoBatch experiment's runs (runs/seed*/) trained per
+    epoch that left any out; None without runs. A run records no image count, but its executed
+    FLOPs per epoch over its FLOPs per image are its images: the promise of half below the mean
+    is not what the losses give."""
+    shares = []
+    for seed in sorted(runs.glob("seed*")):
+        images = np.diff(pd.read_csv(seed / "history.csv")["compute/flops_executed_T"].to_numpy(), prepend=0.0)
+        full = images.max()  # the unpruned epochs': the first and the anneal's
+        shares += list(images[images < full * (1 - 1e-6)] / full)
+    return float(np.mean(shares)) if shares else None
 
 
 def per_step_images(method) -> int:
@@ -104,12 +124,15 @@ def per_step_images(method) -> int:
 
 def _epoch(trainer, idx, update, gamma, method=None):
     """An epoch of dense steps, or of SEL steps as the original takes them (loss-scaled lr);
-    `method`: (selective | class_draw | infobatch, its keep or ratio), the epoch's draw included."""
-    kind, value = method or (None, None)
+    `method`: (selective | class_draw | infobatch, its keep or ratio[, InfoBatch's share kept]), the
+    epoch's draw included; InfoBatch's scores put (1 - kept) / ratio of the images below the mean."""
+    kind, value, *_ = method or (None, None)
     if kind == "class_draw":
         idx = trainer.draw_by_embarrassment(idx, value, floor=0.5)
     elif kind == "infobatch":
-        trainer.scores.copy_(torch.rand(len(trainer.scores), generator=torch.Generator().manual_seed(0)))
+        below = (1 - share(method)) / value
+        draw = torch.rand(len(trainer.scores), generator=torch.Generator().manual_seed(0))
+        trainer.scores.copy_((draw >= below).float())
         idx = trainer.prune_by_loss(idx, value)
     return trainer.train_epoch(idx, update, gamma, lr_loss_scale=2.0 if update == SEL else 0.0,
                                keep=value if kind == "selective" else None, weighted=kind == "infobatch")
@@ -145,11 +168,13 @@ def time_methods(width, methods, steps, warmup, device, precision, data, repeats
     loops = [("ours", False)] + ([("graphed", True)] if device.type == "cuda" else [])
     rows = []
     for method in methods:
-        kind, value = method
+        kind, value, *kept = method
         executed = (epoch_flops(1000, BATCH, value, train, evaluation) if kind == "selective"
                     else train * 1000 * share(method))
         row = {"width": width, "method": kind, "keep" if kind != "infobatch" else "ratio": value,
                "flops_ratio": round(train * 1000 / executed, 2)}
+        if kind == "infobatch":
+            row.update(kept=round(share(method), 3), kept_from="measured" if kept else "promise")
         for loop, graphed in loops:
             pairs = []
             for _ in range(repeats):
@@ -293,14 +318,22 @@ def main(argv=None):
                     help="selective backward's and the class draw's keep fractions to time against the dense step")
     ap.add_argument("--prunes", type=float, nargs="*", default=[0.5, 0.7],
                     help="InfoBatch's prune ratios to time against the dense step")
+    ap.add_argument("--infobatch-kept", type=float, nargs="+", default=None,
+                    help="InfoBatch's share of the images kept per pruned epoch, one per --prunes ratio, timed "
+                         "beside its promise (default: what metrics/runs/infobatch_r<100 r> kept, where present)")
     ap.add_argument("--repeats", type=int, default=3, help="adjacent (dense, method) timings per method")
     ap.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
     ap.add_argument("--profile", action="store_true", help="add where our SEL step spends its time")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
+    kept = args.infobatch_kept if args.infobatch_kept is not None else \
+        [kept_share(Path("metrics/runs") / f"infobatch_r{round(100 * r)}") for r in args.prunes]
+    if len(kept) != len(args.prunes):
+        ap.error("--infobatch-kept: one share per --prunes ratio")
     methods = ([("selective", k) for k in args.keeps] + [("class_draw", k) for k in args.keeps]
-               + [("infobatch", r) for r in args.prunes])
+               + [m for r, k in zip(args.prunes, kept)
+                  for m in [("infobatch", r)] + ([("infobatch", r, k)] if k is not None else [])])
     per_step = max(per_step_images(m) for m in methods + [None])
     data = synthetic(per_step * (args.steps + max(args.warmup, WARMUP_STEPS + 1) + 3), 1000)
     report = {"device": describe(device), "precision": precision, "batch": BATCH,
