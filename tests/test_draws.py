@@ -170,6 +170,20 @@ def test_an_infobatch_run_counts_the_images_it_trained_and_resumes_with_its_scor
     assert 20 <= trained[1] - trained[0] < 40 and trained[2] - trained[1] == pytest.approx(40)
 
 
+def test_infobatchs_linear_lr_spans_its_epochs_each_spread_over_the_steps_it_turned_out_to_have():
+    """As InfoBatch's code: epoch e of E starts its line at e / E and spreads 1 / E over its own
+    steps, however many pruning left it; the last step of the run runs at the last sliver."""
+    params = parse_params(RAW)
+    phases = plan(params.experiments["infobatch_r50"], params, 40, counts=np.full(10, 4))
+    assert {p.lr_decay_epochs for p in phases} == {30} and {p.lr_decay_steps for p in phases} == {None}
+    run = ExperimentRun("ib", tiny_trainer(), phases, CLASSES, out=None)
+    run.done = 10
+    assert run.lr_line(phases[0], 3) == pytest.approx((10 / 30, 1 / (30 * 3)))
+    run.done = 29
+    start, slope = run.lr_line(phases[1], 5)
+    assert start + 5 * slope == pytest.approx(1.0)  # the line ends with the run
+
+
 @pytest.mark.parametrize("experiment, message", [
     ({"class_draw": 0}, "experiments.x.class_draw = 0: must be in (0, 1]"),
     ({"class_draw": 0.5, "class_draw_floor": 0}, "experiments.x.class_draw_floor = 0: must be in (0, 1]"),

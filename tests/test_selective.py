@@ -12,7 +12,8 @@ from sel.config.params import Experiment, Params
 from sel.experiments.plan import ExperimentRun, Phase, plan
 from sel.method.curriculum import Pools
 from sel.method.flops import flops_per_image
-from sel.method.selective import candidate_size, epoch_flops, kept_count, select_by_loss, trained_images
+from sel.method.selective import (Window, candidate_size, epoch_flops, epoch_steps, history_percentile, kept_count,
+                                  select_by_loss, trained_images)
 from sel.speed.bench import SyncCounter
 from sel.train.model import fresh_model
 from sel.train.training import DENSE, SEL, Trainer, unpack_sums
@@ -48,6 +49,32 @@ def test_sizes_by_hand():
     # each candidate forwarded once (1 FLOP), each kept image forwarded and backpropagated (3)
     assert epoch_flops(10, 2, 0.5, train_flops=3, eval_flops=1) == 10 * 1 + 5 * 3
     assert epoch_flops(10, 2, None, train_flops=3, eval_flops=1) == 10 * 3
+
+
+def test_composers_schedule_selects_between_start_and_end_except_every_interrupt_th_step():
+    """Composer's defaults (start 0.5, end 0.9, interrupt 2) over a run of 4 epochs of 8 images,
+    batch 2, keep 0.5: epochs 0 and 1 plain; from 0.5 on, selecting steps of 4 candidates and
+    every second step plain, by turns; the last epoch selects until 0.9 of the run."""
+    composer = Window()
+    steps = [epoch_steps(8, 2, 0.5, composer, e, 4) for e in range(4)]
+    assert steps[0] == steps[1] == [(2, False)] * 4
+    assert steps[2] == [(4, True), (2, False), (2, True)]  # 2 left: a last, smaller selecting step
+    # epoch 3 starts at 0.75: select, plain, then at 0.75 + 6/8/4 = 0.9375 the window has closed
+    assert steps[3] == [(4, True), (2, False), (2, False)]
+    assert epoch_steps(8, 2, 0.5, Window(0.0, 1.0, None)) == [(4, True), (4, True)]  # the ablation
+    assert epoch_steps(8, 2, None, composer, 2, 4) == [(2, False)] * 4  # no keep: never
+    # the FLOPs count what ran: a candidate forward (1) for each selected-from image, a training
+    # pass (3) for each trained one: epoch 2 trains 2 + 2 + 1 of its 8 and forwards 4 + 2 candidates
+    assert epoch_flops(8, 2, 0.5, 3, 1, composer, 2, 4) == 6 * 1 + 5 * 3
+    assert trained_images(8, 2, 0.5, composer, 2, 4) == 5
+
+
+def test_the_history_ranks_a_loss_among_the_past_ones():
+    history = torch.tensor([0.1, 0.2, 0.3, float("nan")])  # three set, one not yet
+    assert history_percentile(torch.tensor([0.05, 0.25, 9.0]), history).tolist() == \
+        pytest.approx([0.5 / 4, 2.5 / 4, 3.5 / 4])
+    empty = torch.full((4,), float("nan"))
+    assert history_percentile(torch.tensor([0.1, 5.0]), empty).tolist() == [0.5, 0.5]  # uniform until set
 
 
 def test_the_draw_follows_composers_weights():
