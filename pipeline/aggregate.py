@@ -24,8 +24,8 @@ def main():
     params = load_params()
     tracker = Tracker(f"{params.mlflow.experiment}-aggregate")
     names, seeds = params.train_stages.names(), params.seeds
-    summaries, histories = read_runs(names, seeds)
-    summary = summarise(summaries, params.attribution, histories)
+    summaries, histories, validations = read_runs(names, seeds)
+    summary = summarise(summaries, params.attribution, validations)
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
     classes = classes_of(curves[names[0]][0])
     variant = summaries[names[0]][seeds[0]]["data_variant"]
