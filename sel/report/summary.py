@@ -148,8 +148,8 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
 
 # The few figures per experiment that `dvc exp show` and `dvc metrics diff` compare (DVC shows
 # the leaves of metrics/headline.json as columns): final accuracy with its interval, executed
-# compute, wall-clock, sparsity and what it spent to reach 90% of the baseline (HEADLINE_TARGET);
-# they grow with experiments, not with seeds.
+# compute, wall-clock, sparsity and what it spent to reach 90% of the baseline's validation
+# accuracy (HEADLINE_TARGET); they grow with experiments, not with seeds.
 HEADLINE = {"acc/test_full": "test_full", "compute/flops_executed_T": "flops_executed_T",
             "compute/time_s": "time_s", "sparsity/sparsity": "sparsity"}
 
@@ -159,7 +159,7 @@ HEADLINE_TARGET = 0.90
 
 def headline(summary: dict) -> dict:
     """{experiment: {figure: value}}: means over seeds, the accuracy's 95% interval, and the mean
-    executed FLOPs and training seconds to HEADLINE_TARGET of the baseline's accuracy
+    executed FLOPs and training seconds to HEADLINE_TARGET of the baseline's validation accuracy
     (`to90_flops_executed_T`, `to90_train_time_s`) where every seed reached it: a saving is
     judged by what reaching an accuracy cost, not by what a shorter run spent."""
     out = {}
