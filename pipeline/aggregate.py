@@ -24,11 +24,11 @@ def main():
     params = load_params()
     tracker = Tracker(f"{params.mlflow.experiment}-aggregate")
     names, seeds = params.train_stages.names(), params.seeds
-    summaries, histories = read_runs(names, seeds)
+    summaries, histories, validations = read_runs(names, seeds)
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
     classes = classes_of(curves[names[0]][0])
     n_test = (params.data.test_per_class or 1000) * len(classes)  # null: CIFAR-10's 1,000 per class
-    summary = summarise(summaries, params.attribution, histories,
+    summary = summarise(summaries, params.attribution, validations,
                         {name: params.experiments[name].lr_schedule for name in names}, n_test)
     variant = summaries[names[0]][seeds[0]]["data_variant"]
     caption = protocol(summaries, seeds)

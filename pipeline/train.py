@@ -1,6 +1,6 @@
 """Stage train_{dense,sel,budget,measured}@EXPERIMENT-SEED: one experiment, one seed ->
-models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv and
-summary.json, and one MLflow run (sel/experiments/stage.py).
+models/<experiment>/seed<SEED>.pt, metrics/runs/<experiment>/seed<SEED>/history.csv,
+summary.json and validation.csv, and one MLflow run (sel/experiments/stage.py).
 
 Usage: python -m pipeline.train {dense,sel,budget,measured} EXPERIMENT SEED (under DVC: no argument, all
 three read from DVC_STAGE)

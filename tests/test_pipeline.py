@@ -10,15 +10,18 @@ import pytest
 
 from browser import drawn_charts, rendered_dom
 from builders import CLASSES
-from conftest import git_commit, mlflow_runs, run
+from conftest import git_commit, mlflow_runs, run, set_params
+from sel.experiments.validation import COLUMNS
+from sel.report.summary import NO_VALIDATION
 
-# dense_at_sel95: sel95's 150 images (windows of 3+4+3+2+3 of 12 per class), one epoch of 120 and 30
+# the last 2 of each class's 12 training images form the validation split, evaluated every 2 steps;
+# dense_at_sel95: sel95's 120 images (windows of 2+3+2+2+3 of the 10 per class left), one epoch of 100 and 20
 EPOCHS = {"baseline": 1, "lottery": 1, "sel95": 5, "warmup_sel": 6, "sel_random_order": 5, "dense_at_sel95": 2}
 SEL_RUNS = ("sel95", "warmup_sel", "sel_random_order")
 READS_SEL = {f"train_sel@{n}" for n in SEL_RUNS} | {"train_budget@dense_at_sel95"}  # a budget reads sel95's plan
 PER_EPOCH = (["schedule/stage", "acc/train_acc", "loss/train_loss", "acc/test_full", "acc/test_100",
               "sparsity/sparsity", "sparsity/params_changed", "sparsity/gamma", "compute/time_s", "compute/train_time_s",
-              "compute/flops_proxy_T", "compute/flops_executed_T", "compute/flops_eval_T"]
+              "compute/flops_proxy_T", "compute/flops_executed_T", "compute/flops_eval_T", "acc/val"]
              + [f"{kind}/{c}" for kind in ("class_acc", "E", "C") for c in CLASSES])
 
 
@@ -33,6 +36,7 @@ def stages_of_seed(seed: int) -> set[str]:
 
 @pytest.mark.unprepared  # its first repro runs every stage
 def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
+    set_params(project, {"data": {"val_per_class": 2}, "train": {"val_every": 2}})
     first = run(["dvc", "repro"], project)
     assert ran_stages(first.stdout) == {"check_params", "download", "aggregate"} | stages_of_seed(42)
 
@@ -56,6 +60,14 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
         assert {"history.csv", "summary.json", f"{name}@42.png"} <= artifacts
         history = pd.read_csv(project / "metrics" / "runs" / name / "seed42" / "history.csv")
         assert len(history) == epochs and set(PER_EPOCH) <= set(history.columns)
+        validation = pd.read_csv(project / "metrics" / "runs" / name / "seed42" / "validation.csv")
+        assert tuple(validation.columns) == COLUMNS and validation["step"].iloc[0] == 0
+        assert validation["epoch"].iloc[-1] == epochs and validation["acc/val"].iloc[-1] == history["acc/val"].iloc[-1]
+        assert "validation.csv" in artifacts
+    # the baseline's 100 images in batches of 32: 4 steps; evaluated at steps 0, 2 and 4 (its end)
+    baseline = pd.read_csv(project / "metrics" / "runs" / "baseline" / "seed42" / "validation.csv")
+    assert baseline["step"].tolist() == [0, 2, 4] and baseline["epoch"].tolist() == [0, 0.64, 1]
+    assert json.loads((project / "data" / "cifar10.json").read_text())["counts"]["val"]["cat"] == 2
     assert runs["lottery"][0].data.params["pretrain_epochs"] == "1"
     assert runs["sel95"][0].data.params["exp.recipe"] == "curriculum"
     assert "sel.gamma_decay" in runs["sel95"][0].data.params
@@ -72,6 +84,7 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     # the baseline reaches its own final accuracy (one seed): the histories reach the aggregate
     assert aggregate.data.metrics["to_acc100/baseline.reached"] == 1
     assert "## Time to accuracy" in (project / "metrics" / "summary.md").read_text()
+    assert NO_VALIDATION not in (project / "metrics" / "summary.md").read_text()
     assert len(drawn_charts(rendered_dom(project / "metrics" / "results.html"))) == 15
     assert {"to90_flops_executed_T", "to90_train_time_s"} <= \
         set(json.loads((project / "metrics" / "headline.json").read_text())["baseline"])

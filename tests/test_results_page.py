@@ -42,7 +42,17 @@ def fixture(runs=RUNS, classes=CLASSES):
     summaries = {name: {seed: {k: h[k].iloc[-1] for k in final}
                         for seed, h in by_seed.items()} for name, by_seed in histories.items()}
     curves = {name: mean_curves(by_seed) for name, by_seed in histories.items()}
-    return curves, summarise(summaries, {}, histories)
+    validations = {name: {seed: validation_curve(h) for seed, h in by_seed.items()} for name, by_seed in histories.items()}
+    return curves, summarise(summaries, {}, validations)
+
+
+def validation_curve(h: pd.DataFrame) -> pd.DataFrame:
+    """validation.csv of a run with that history: step 0, then each epoch's end."""
+    start = pd.DataFrame({"epoch": [0], "compute/flops_executed_T": [0.0], "compute/train_time_s": [0.0],
+                          "acc/val": [0.1]})
+    ends = h[["epoch", "compute/flops_executed_T", "compute/train_time_s"]].assign(acc_val=h["acc/test_full"])
+    return pd.concat([start, ends.rename(columns={"acc_val": "acc/val"})], ignore_index=True).assign(
+        step=lambda c: c["epoch"] * 10)
 
 
 def every_chart_drawn(curves, summary, classes, page) -> str:

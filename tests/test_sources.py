@@ -62,13 +62,13 @@ def fails(source, tmp_path: Path, md5=None) -> str:
 
 
 def run_stage(workdir: Path, source, md5="auto", train_per_class=None, test_per_class=None,
-              env=None) -> subprocess.CompletedProcess:
+              env=None, val_per_class=0) -> subprocess.CompletedProcess:
     """`python pipeline/download.py` in `workdir`, with the project's params.yaml there and its
     data section set as given."""
     workdir.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(source=str(source), md5=md5, train_per_class=train_per_class,
-                          test_per_class=test_per_class, held_out_per_class=1)
+                          test_per_class=test_per_class, held_out_per_class=1, val_per_class=val_per_class)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     full_env.update(env or {})
@@ -324,6 +324,48 @@ def test_subsample_keeps_the_first_k_per_class_in_order():
         subsample(data, 4, 1)
     with pytest.raises(SelError, match=r"data.test_per_class = 3 is larger than the data"):
         subsample(data, 1, 3)
+
+
+def test_the_validation_split_is_the_last_k_of_each_class_and_never_trained_on():
+    """Cut from the end of each class before train_per_class takes the first of the rest, so
+    the training images are those of a run without a split; no validation image is trained on."""
+    data = Cifar(*make_arrays(6, 2, seed=3))
+    split = subsample(data, 3, None, 2)
+    for c in range(len(CLASSES)):
+        of_class = np.flatnonzero(data.y_train == c)
+        np.testing.assert_array_equal(split.x_val[split.y_val == c], data.x_train[of_class[4:]])
+        np.testing.assert_array_equal(split.x_train[split.y_train == c], data.x_train[of_class[:3]])
+    np.testing.assert_array_equal(split.x_train, subsample(data, 3, None).x_train)
+    trained = {x.tobytes() for x in split.x_train}
+    assert len(split.y_val) == 20 and not any(x.tobytes() in trained for x in split.x_val)
+    assert len(subsample(data, None, None, 2).y_train) == 40  # all the rest
+    assert len(subsample(data, None, None).y_val) == 0
+
+
+def test_stage_writes_the_validation_split_and_refuses_one_too_large(tmp_path):
+    archive = write_class_folder_tar(tmp_path / "tiny.tar.gz", make_arrays(6, 4))
+    work = tmp_path / "work"
+    out = run_stage(work, archive, train_per_class=4, val_per_class=2)
+    assert out.returncode == 0, out.stderr
+    assert "40 train, 20 validation, 40 test images" in out.stdout
+    saved = Cifar.load(work / "data" / "cifar10.npz")
+    assert (len(saved.y_train), len(saved.y_val)) == (40, 20)
+    manifest = json.loads((work / "data" / "cifar10.json").read_text())
+    assert manifest["counts"]["val"] == {c: 2 for c in CLASSES} and manifest["val_per_class"] == 2
+    assert_stage_failed(run_stage(tmp_path / "w2", archive, train_per_class=5, val_per_class=2), tmp_path / "w2",
+                        "error: params: data.val_per_class = 2 leaves class 0 fewer than "
+                        "data.train_per_class = 5: it has 6 training images, 4 after the validation split")
+    assert_stage_failed(run_stage(tmp_path / "w3", archive, val_per_class=6), tmp_path / "w3",
+                        "error: params: data.val_per_class = 6 leaves class 0 no training image: it has "
+                        "6 training images, 0 after the validation split")
+
+
+def test_an_npz_without_a_validation_split_loads_with_an_empty_one(tmp_path):
+    x, y, xt, yt, classes = make_arrays(2, 1)
+    with open(tmp_path / "old.npz", "wb") as f:
+        np.savez(f, x_train=x, y_train=y, x_test=xt, y_test=yt, classes=np.array(classes))
+    old = Cifar.load(tmp_path / "old.npz")
+    assert old.x_val.shape == (0, 32, 32, 3) and len(old.y_val) == 0 and "val" not in old.counts()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Time-to-accuracy (issue 22): each run's history holds its training seconds with evaluation
-apart, and the aggregate reports, per experiment, what the runs spent to first reach fractions of
-the baseline's final mean accuracy, "not reached" included."""
+"""Time-to-accuracy (issues 22, 27): each run's history holds its training seconds with evaluation
+apart, its validation curve (validation.csv) the accuracy on the validation split from step 0, and
+the aggregate reports, per experiment, what the runs spent to first reach fractions of the
+baseline's final mean validation accuracy, interpolated between evaluations, "not reached" included."""
 
 import time
 
@@ -9,47 +10,51 @@ import pandas as pd
 import pytest
 import torch
 
-from builders import make_arrays
-from sel.data.dataset import Cifar, held_out_indices
+from builders import CLASSES, make_arrays
+from sel.data.dataset import Cifar, held_out_indices, subsample
 from sel.experiments.plan import ExperimentRun, Phase
-from sel.report.summary import (_time_to_accuracy_lines, headline, markdown, mlflow_metrics, spent_to_reach,
-                                summarise, time_to_accuracy)
+from sel.report.summary import NO_VALIDATION, headline, markdown, mlflow_metrics, spent_to_reach, summarise
 from sel.train.model import fresh_model
 from sel.train.training import Trainer
 
 
-def history(accuracy, flops, seconds) -> pd.DataFrame:
-    return pd.DataFrame({"epoch": range(1, len(accuracy) + 1), "acc/test_full": accuracy,
-                         "compute/flops_executed_T": flops, "compute/train_time_s": seconds})
+def curve(accuracy, flops, seconds) -> pd.DataFrame:
+    """A validation curve as validation.csv holds it: an evaluation per row from step 0."""
+    return pd.DataFrame({"step": range(len(accuracy)), "epoch": np.arange(len(accuracy)) / 2,
+                         "compute/flops_executed_T": flops, "compute/train_time_s": seconds, "acc/val": accuracy})
 
 
-def test_the_first_epoch_at_or_above_the_target_gives_what_was_spent():
-    h = history([0.5, 0.8, 0.9, 0.85], [1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0])
-    assert spent_to_reach(h, 0.85) == {"compute/flops_executed_T": 3.0, "compute/train_time_s": 30.0}
-    assert spent_to_reach(h, 0.8) == {"compute/flops_executed_T": 2.0, "compute/train_time_s": 20.0}
-    assert spent_to_reach(h, 0.95) is None
+def test_the_crossing_is_interpolated_between_the_evaluations_around_it():
+    """Between the last evaluation below the target and the first at or above it, not at the
+    later one; at step 0 if the initial model is already there."""
+    c = curve([0.1, 0.5, 0.9, 0.85], [0.0, 1.0, 2.0, 3.0], [0.0, 10.0, 20.0, 30.0])
+    assert spent_to_reach(c, 0.7) == pytest.approx({"compute/flops_executed_T": 1.5, "compute/train_time_s": 15.0})
+    assert spent_to_reach(c, 0.6) == pytest.approx({"compute/flops_executed_T": 1.25, "compute/train_time_s": 12.5})
+    assert spent_to_reach(c, 0.9) == {"compute/flops_executed_T": 2.0, "compute/train_time_s": 20.0}
+    assert spent_to_reach(c, 0.05) == {"compute/flops_executed_T": 0.0, "compute/train_time_s": 0.0}
+    assert spent_to_reach(c, 0.95) is None
 
 
 def hand_made():
-    """The baseline ends at 0.8 and 1.0 (mean 0.9: targets 0.81, 0.855, 0.9); `method` reaches
-    90% at epochs 1 and 2, 95% at epoch 2 in both seeds and 100% in seed 1 only."""
-    histories = {"baseline": {1: history([0.5, 0.8], [5, 10], [50, 100]),
-                              2: history([0.6, 1.0], [5, 10], [50, 100])},
-                 "method": {1: history([0.82, 0.95], [1, 2], [5, 10]),
-                            2: history([0.7, 0.86], [1, 2], [6, 12])}}
-    summaries = {name: {seed: {"acc/test_full": h["acc/test_full"].iloc[-1]} for seed, h in by_seed.items()}
-                 for name, by_seed in histories.items()}
-    return summarise(summaries, {}, histories)
+    """The baseline's validation accuracy ends at 0.8 and 1.0 (mean 0.9: targets 0.81, 0.855,
+    0.9), its test accuracy elsewhere; `method` reaches 90% in both seeds (seed 1 at an
+    evaluation, seed 2 halfway between two), 95% and 100% in seed 1 only."""
+    curves = {"baseline": {1: curve([0.0, 0.5, 0.8], [0, 5, 10], [0, 50, 100]),
+                           2: curve([0.0, 0.6, 1.0], [0, 5, 10], [0, 50, 100])},
+              "method": {1: curve([0.0, 0.81, 0.95], [0, 1, 2], [0, 5, 10]),
+                         2: curve([0.0, 0.61, 0.77, 0.85], [0, 1, 1.5, 2.5], [0, 6, 9, 15])}}
+    summaries = {name: {seed: {"acc/test_full": 0.3} for seed in by_seed} for name, by_seed in curves.items()}
+    return summarise(summaries, {}, curves)
 
 
 def test_time_to_accuracy_over_seeds_with_not_reached():
     rows = {(r["experiment"], r["target"]): r for r in hand_made()["time_to_accuracy"]}
     r90, r95, r100 = (rows["method", t] for t in (0.9, 0.95, 1.0))
-    assert r90["accuracy"] == pytest.approx(0.81) and r90["reached"] == [1, 2]
-    assert r90["compute/flops_executed_T"]["mean"] == 1.5 and r90["compute/train_time_s"]["mean"] == 8.5
+    assert r90["accuracy"] == pytest.approx(0.81) and r90["reached"] == [1, 2]  # the validation mean's 90%
+    assert r90["compute/flops_executed_T"]["mean"] == pytest.approx(1.5)
+    assert r90["compute/train_time_s"]["mean"] == pytest.approx(8.5)
     assert r90["compute/train_time_s"]["ci_low"] < 8.5 < r90["compute/train_time_s"]["ci_high"]
-    assert r95["compute/flops_executed_T"]["mean"] == 2 and r95["compute/train_time_s"]["mean"] == 11
-    assert r100["reached"] == [1] and r100["compute/flops_executed_T"] is None  # one seed of two: no mean
+    assert r95["reached"] == r100["reached"] == [1] and r100["compute/flops_executed_T"] is None  # no mean
     assert rows["baseline", 0.9]["reached"] == [2]  # seed 1 ends at 0.8, below 0.81
 
 
@@ -59,7 +64,7 @@ def test_time_to_accuracy_reaches_summary_md_and_mlflow():
     assert "## Time to accuracy" in text
     assert "| method | 100% (90.0%) | not reached (1/2 seeds) | not reached (1/2 seeds) |" in text
     metrics = mlflow_metrics(summary)
-    assert metrics["to_acc90/method.flops_executed_T.mean"] == 1.5
+    assert metrics["to_acc90/method.flops_executed_T.mean"] == pytest.approx(1.5)
     assert metrics["to_acc100/method.reached"] == 1 and "to_acc100/method.train_time_s.mean" not in metrics
 
 
@@ -67,7 +72,8 @@ def test_headline_holds_what_reaching_90_percent_cost_where_every_seed_did():
     """`dvc exp show` columns: a mean only where every seed got there (the baseline's seed 1
     did not), so a run that mostly fails is not shown as cheap."""
     head = headline(hand_made())
-    assert head["method"]["to90_flops_executed_T"] == 1.5 and head["method"]["to90_train_time_s"] == 8.5
+    assert head["method"]["to90_flops_executed_T"] == pytest.approx(1.5)
+    assert head["method"]["to90_train_time_s"] == pytest.approx(8.5)
     assert not {k for k in head["baseline"] if k.startswith("to90")}
 
 
@@ -91,12 +97,76 @@ def test_training_time_leaves_evaluation_out():
     assert run.summary()["compute/train_time_s"] == train[1]
 
 
-def test_a_history_without_training_time_reads_not_recorded_not_reached():
-    """Runs made before training time was kept apart have no `compute/train_time_s`: their
-    FLOPs to a target still count, their training time is "not recorded" (not "not reached")."""
-    old = pd.DataFrame({"epoch": [1, 2], "acc/test_full": [0.3, 0.6], "compute/flops_executed_T": [1.0, 2.0]})
-    (row,) = [r for r in time_to_accuracy({"baseline": {1: old, 2: old}}, 0.6) if r["target"] == 1.0]
-    assert row["reached"] == [1, 2] and row["compute/flops_executed_T"]["mean"] == 2.0
-    assert row["compute/train_time_s"] is None and row["unrecorded"] == ["compute/train_time_s"]
-    text = "\n".join(_time_to_accuracy_lines([row]))
-    assert "not recorded" in text and "not reached" not in text
+def test_without_a_validation_split_time_to_accuracy_is_not_computed():
+    """Targets are never read on the test set: runs without validation.csv rows get one line."""
+    empty = {"baseline": {1: pd.DataFrame()}, "method": {1: pd.DataFrame()}}
+    summary = summarise({name: {1: {"acc/test_full": 0.5}} for name in empty}, {}, empty)
+    assert summary["time_to_accuracy"] == []
+    text = markdown(summary, "note")
+    assert f"## Time to accuracy\n\n{NO_VALIDATION}\n" in text and "| method | 90%" not in text
+
+
+def trainer(data: Cifar) -> Trainer:
+    return Trainer(fresh_model(0, 4, False, 10), data, held_out_indices(data.y_test, 1, 10),
+                   device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=16, eval_batch_size=8, seed=0)
+
+
+def validated_run(val_every, pause: float = 0.0) -> ExperimentRun:
+    """Two epochs of 40 images (3 steps each: 16, 16, 8) with a validation split of 20; each
+    validation takes `pause` seconds more."""
+    data = subsample(Cifar(*make_arrays(6, 2)), None, None, 2)
+    t = trainer(data)
+    validate = t.validation_accuracy
+
+    def slow_validation():
+        time.sleep(pause)
+        return validate()
+
+    t.validation_accuracy = slow_validation
+    run = ExperimentRun("x", t, [Phase("dense", 2, np.arange(40), 0)], data.classes, out=None, val_every=val_every)
+    run.run()
+    return run
+
+
+def test_val_every_evaluates_every_k_steps_of_the_run_and_at_epoch_ends_from_step_0():
+    run = validated_run(2)
+    rows = run.validation.rows
+    # step 0; step 2 (32 of the epoch's 40 images); the epoch end (3); step 4 (16 of 40); the end (6)
+    assert [r["step"] for r in rows] == [0, 2, 3, 4, 6]
+    assert [r["epoch"] for r in rows] == pytest.approx([0, 0.8, 1, 1.4, 2])
+    ends = [r for r in rows if r["epoch"] in (1, 2)]
+    for row, end in zip(run.rows, ends):
+        assert row["acc/val"] == end["acc/val"]
+        assert row["compute/train_time_s"] == end["compute/train_time_s"]  # exact at epoch ends
+        assert row["compute/flops_executed_T"] == pytest.approx(end["compute/flops_executed_T"])
+    first, mid = run.rows[0], rows[1]
+    assert mid["compute/flops_executed_T"] == pytest.approx(0.8 * first["compute/flops_executed_T"])
+    assert 0 < mid["compute/train_time_s"] < first["compute/train_time_s"]
+    assert rows[0]["compute/flops_executed_T"] == rows[0]["compute/train_time_s"] == 0
+    # five evaluations of 20 images beside the two of the test set's 20
+    assert run.totals["flops_eval"] == pytest.approx(run.eval_flops * (2 * 20 + 5 * 20))
+    assert [r["step"] for r in validated_run(None).validation.rows] == [0, 3, 6]
+
+
+def test_evaluating_the_validation_split_leaves_the_training_unchanged():
+    """Same weights and the same training figures with and without evaluations mid-epoch: they
+    draw nothing from the trainer's generator and leave the model in train mode."""
+    every, ends = validated_run(1), validated_run(None)
+    assert len(every.validation.rows) == 7
+    for key, value in ends.trainer.model.state_dict().items():
+        assert torch.equal(every.trainer.model.state_dict()[key], value), key
+    for column in ("acc/train_acc", "loss/train_loss", "acc/test_full", "acc/val"):
+        assert [r[column] for r in every.rows] == [r[column] for r in ends.rows], column
+
+
+def test_training_time_leaves_validation_mid_epoch_out():
+    run = validated_run(1, pause=0.3)  # two evaluations inside each epoch's training clock
+    assert run.rows[-1]["compute/train_time_s"] < run.rows[-1]["compute/time_s"] - 7 * 0.3
+
+
+def test_a_resumed_run_keeps_its_validation_rows():
+    run = validated_run(2)
+    again = ExperimentRun("x", trainer(subsample(Cifar(*make_arrays(6, 2)), None, None, 2)),
+                          [Phase("dense", 2, np.arange(40), 0)], CLASSES, out=None, val_every=2)
+    again.load_state_dict(run.state_dict())
+    assert again.validation.rows == run.validation.rows and again.validation.rows[-1]["step"] == 6

@@ -67,6 +67,9 @@ class DataParams:
     test_per_class: int | None = _knob(None, "first k test images per class", _positive_or_null)
     held_out_per_class: int = _knob(100, "first k test images per class form the held-out subset",
                                     _at_least(1))
+    val_per_class: int = _knob(0, "last k training images per class (of all the source's, in dataset order) "
+                               "form the validation split, never trained on, on which time-to-accuracy is "
+                               "read (0: none, the original protocol)", _at_least(0))
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class TrainParams:
     cuda_graphs: str | bool = _knob("auto", "capture the training step as a CUDA graph: auto (on "
                                     "for CUDA) | true | false", _one_of("auto", True, False))
     eval_batch_size: int = _knob(1000, "evaluation batch size", _at_least(1))
+    val_every: int | None = _knob(None, "evaluate on the validation split every k optimizer steps of the run "
+                                  "as well as at every epoch end (null: epoch ends only)",
+                                  lambda v: None if v >= 1 else "must be >= 1, or null (epoch ends only)")
     ec_temperature: float = _knob(1.5, "T of the E/C the dense runs (baseline, lottery) record; "
                                   "the SEL runs record theirs at sel.temperature",
                                   lambda v: None if v > 0 else "must be > 0")
@@ -607,7 +613,8 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
     training stage trains (default: dvc.yaml's matrix placeholder)."""
     run = ["data.held_out_per_class", "model", "train", f"experiments.{experiment}", "mlflow"]
     keys = {
-        "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class"],
+        "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class",
+                     "data.val_per_class"],
         "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],
         "calibrate": ["model", "train.device", "sort.scorer", "calibrate"],
         "train_dense": run,

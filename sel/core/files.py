@@ -101,7 +101,8 @@ def seed_data(seed: int) -> Path:
     return Path("data") / f"seed{seed}"
 
 
-def run_outputs(experiment: str, seed: int) -> tuple[Path, Path, Path]:
-    """(model, history.csv, summary.json) of one experiment and seed."""
+def run_outputs(experiment: str, seed: int) -> tuple[Path, Path, Path, Path]:
+    """(model, history.csv, summary.json, validation.csv) of one experiment and seed."""
     metrics = Path("metrics") / "runs" / experiment / f"seed{seed}"
-    return Path("models") / experiment / f"seed{seed}.pt", metrics / "history.csv", metrics / "summary.json"
+    return (Path("models") / experiment / f"seed{seed}.pt", metrics / "history.csv", metrics / "summary.json",
+            metrics / "validation.csv")

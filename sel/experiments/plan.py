@@ -30,6 +30,7 @@ from sel.method.selective import EVERY_STEP, Window, epoch_steps, kept_count
 from sel.train.model import build_model, fresh_model, n_params
 from sel.config.params import Experiment, Params
 from sel.train.training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
+from sel.experiments.validation import Validation
 
 
 @dataclass
@@ -244,10 +245,11 @@ def _clock(seconds: float) -> str:
 class ExperimentRun:
     """Drives a Trainer through an experiment's phases one epoch at a time and keeps its record:
     one history row per recorded epoch, cumulative FLOPs and time. `done` counts finished epochs
-    (recorded or not), so a run restored from a checkpoint goes on where it stopped."""
+    (recorded or not), so a run restored from a checkpoint goes on where it stopped. With a
+    validation split, its accuracy is taken as `Validation` says (`val_every`: train.val_every)."""
 
     def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str], out=sys.stderr,
-                 prep: tuple[float, float] = (0.0, 0.0)):
+                 val_every: int | None = None, prep: tuple[float, float] = (0.0, 0.0)):
         """`prep`: (executed FLOPs, seconds) of the passes the run needed before it trains (sort,
         calibrate: `prep_flops`), counted in its totals from the start."""
         self.name, self.trainer, self.phases, self.classes, self.out = name, trainer, phases, classes, out
@@ -263,6 +265,7 @@ class ExperimentRun:
                        "wall_s": 0.0, "prep_flops_executed": flops, "prep_time_s": seconds}
         self._indices = {}
         self.training_clock = Stopwatch(trainer.device)  # training alone, evaluation apart
+        self.validation = Validation(trainer, self.training_clock, val_every) if trainer.val_set is not None else None
 
     def remaining(self) -> int:
         return len(self.schedule) - self.done
@@ -282,6 +285,9 @@ class ExperimentRun:
         if phase.update == MASKED and trainer.mask is None:
             trainer.prune_and_rewind(phase.prune_fraction)
             started = time.perf_counter()  # the original starts its clock after the rewind
+        validation = self.validation if phase.recorded else None
+        if validation:
+            validation.begin_epoch()
         self.training_clock.start()
         indices = self._device_indices(phase)
         if phase.draw is not None:
@@ -295,6 +301,8 @@ class ExperimentRun:
                                    weighted=phase.prune_ratio is not None, steps=steps, history=phase.history)
         self.training_clock.stop()
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
+        if validation:
+            values = torch.cat([values, validation.end_epoch()])
         values = values.tolist()  # the epoch's one read back to the host
         seconds = time.perf_counter() - started
         train = unpack_sums(values[:len(sums)], len(self.classes))
@@ -310,11 +318,22 @@ class ExperimentRun:
                                                                   self.train_flops, self.eval_flops)
             self._report(phase, k, None, seconds)
             return None
+        start = self._spent()
         self.totals["train_time_s"] += self.training_clock.seconds()
-        row = self._row(phase, train, unpack_evaluation(values[len(sums):]), steps, seconds)
+        if validation:
+            self.totals["flops_eval"] += self.eval_flops * len(trainer.val_set) * len(validation.pending)
+        tested = len(sums) + 2 + len(self.classes)  # evaluate's figures; the validation accuracies follow
+        row = self._row(phase, train, unpack_evaluation(values[len(sums):tested]), steps, seconds)
+        if validation:
+            row["acc/val"] = validation.record(values[tested:], len(self.rows), start, self._spent())
         self.rows.append(row)
         self._report(phase, k, row, seconds)
         return row
+
+    def _spent(self) -> dict:
+        """The run's executed training FLOPs (T) and training seconds so far, as validation.csv names them."""
+        return {"compute/flops_executed_T": self.totals["flops_executed"] / 1e12,
+                "compute/train_time_s": self.totals["train_time_s"]}
 
     def _device_indices(self, phase: Phase) -> torch.Tensor:
         if id(phase) not in self._indices:
@@ -375,11 +394,15 @@ class ExperimentRun:
 
     def state_dict(self) -> dict:
         """The run's progress and the trainer's state, for a checkpoint."""
-        return {"done": self.done, "rows": self.rows, "totals": self.totals, "trainer": self.trainer.state_dict()}
+        return {"done": self.done, "rows": self.rows, "totals": self.totals, "trainer": self.trainer.state_dict(),
+                "validation": self.validation.rows if self.validation else []}
 
     def load_state_dict(self, state: dict) -> None:
         """The trainer's first: a state it refuses leaves the run as it was."""
+        validated = state["validation"] if self.validation else []
         self.trainer.load_state_dict(state["trainer"])
+        if self.validation:
+            self.validation.rows = validated
         self.done, self.rows, self.totals = state["done"], state["rows"], state["totals"]
 
     def phase_of(self, row: dict) -> Phase:

@@ -18,6 +18,7 @@ from sel.train.checkpoint import Checkpoint
 from sel.method.curriculum import Pools
 from sel.data.dataset import Cifar
 from sel.core.errors import SelError
+from sel.experiments.validation import COLUMNS
 from sel.experiments.plan import (ExperimentRun, Phase, check_plan, gamma_mode, make_trainer, needs_gamma,
                                   needs_pools, plan, prep_flops)
 from sel.method.flops import flops_per_image
@@ -79,22 +80,25 @@ def open_run(tracker: Tracker, run: ExperimentRun, checkpoint: Checkpoint, name:
     return state
 
 
-def write_outputs(outputs: tuple[Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
+def write_outputs(outputs: tuple[Path, Path, Path, Path], run: ExperimentRun, summary: dict, title: str,
                   tracker: Tracker) -> None:
-    """The declared outs, all or none, then the run's artifacts."""
+    """The declared outs, all or none (validation.csv with its header alone when the run has no
+    validation split), then the run's artifacts."""
     import pandas as pd
 
     from sel.track.figures import run_figure
 
     history = pd.DataFrame(run.rows)
-    with staged_outputs(*outputs) as (pt, hist, summ):
+    validation = pd.DataFrame(run.validation.rows if run.validation else [], columns=list(COLUMNS))
+    with staged_outputs(*outputs) as (pt, hist, summ, val):
         torch.save(run.trainer.model.state_dict(), pt)
         history.to_csv(hist, index=False)
         summ.write_text(json_text(summary))
+        validation.to_csv(val, index=False)
     with tempfile.TemporaryDirectory() as tmp:
         figure = Path(tmp) / f"{run.name}.png"
         run_figure(history, title, figure)
-        tracker.log_artifacts(outputs[1], outputs[2], figure)
+        tracker.log_artifacts(*outputs[1:], figure)
 
 
 def prepared_inputs(params: Params, spec: Experiment, data: Cifar, seed: int):
@@ -144,7 +148,7 @@ def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
     trainer = make_trainer(params, data, spec, seed)
     train_flops, eval_flops = flops_per_image(trainer.model)
     prep = (prep_flops(spec, params, len(data.y_train), train_flops, eval_flops), prep_seconds)
-    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, prep=prep)
+    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, val_every=params.train.val_every, prep=prep)
     logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
     if gamma is not None:
         logged["gamma"] = gamma

@@ -9,17 +9,20 @@ from sel.core.errors import SelError
 from sel.core.files import run_outputs
 
 
-def read_runs(names, seeds) -> tuple[dict, dict]:
-    """({experiment: {seed: summary}}, {experiment: {seed: history}}) of every run listed."""
-    summaries, histories = {}, {}
+def read_runs(names, seeds) -> tuple[dict, dict, dict]:
+    """({experiment: {seed: summary}}, {experiment: {seed: history}}, {experiment: {seed: validation
+    curve}}) of every run listed; a run made before validation.csv existed has an empty curve."""
+    summaries, histories, validations = {}, {}, {}
     for name in names:
         for seed in seeds:
-            _, history, summary = run_outputs(name, seed)
+            _, history, summary, validation = run_outputs(name, seed)
             if not summary.exists():
                 raise SelError(f"missing {summary}: run `dvc repro` (its train stage has not run)")
             summaries.setdefault(name, {})[seed] = json.loads(summary.read_text())
             histories.setdefault(name, {})[seed] = pd.read_csv(history)
-    return summaries, histories
+            validations.setdefault(name, {})[seed] = (pd.read_csv(validation) if validation.exists()
+                                                      else pd.DataFrame())
+    return summaries, histories, validations
 
 
 def protocol(summaries: dict, seeds: list[int]) -> str:

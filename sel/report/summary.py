@@ -1,6 +1,7 @@
 """The benchmark's summary over seeds: per experiment and metric the mean, sd, n and 95%
 interval; each experiment's paired difference to the baseline; the attribution of SEL's
-accuracy gap to its factors (params.yaml `attribution`); time-to-accuracy; mean curves per epoch."""
+accuracy gap to its factors (params.yaml `attribution`); time-to-accuracy, read on the validation
+split; mean curves per epoch."""
 
 import numpy as np
 import pandas as pd
@@ -64,46 +65,63 @@ def per_seed_values(summaries: dict[str, dict[int, dict]]) -> dict[str, dict[str
 
 
 # Time-to-accuracy (DESIGN.md, "Savings and budgets"): targets as fractions of the dense
-# baseline's final mean full-test accuracy, and what a run had spent when it first reached one.
+# baseline's final mean validation accuracy, and what a run had spent when its validation
+# accuracy first reached one (the runs' validation.csv: sel/experiments/validation.py). Both are
+# read on the validation split, never on the test set, which the final accuracies are read on.
 TARGETS = (0.90, 0.95, 1.00)
 SPENT = {"compute/flops_executed_T": "Executed FLOPs (T)", "compute/train_time_s": "Training time (s)"}
 
 
-def spent_to_reach(history: pd.DataFrame, accuracy: float) -> dict | None:
-    """Cumulative executed FLOPs and training seconds at the end of the first epoch whose
-    full-test accuracy reached `accuracy` (None for a column the history does not record: runs
-    made before training time was kept apart); None: no epoch did."""
-    reached = history[history["acc/test_full"] >= accuracy]
-    if reached.empty:
+def spent_to_reach(curve: pd.DataFrame, accuracy: float) -> dict | None:
+    """Cumulative executed FLOPs and training seconds at which a validation curve (validation.csv,
+    evaluations in order from step 0) first reached `accuracy`: linearly interpolated between the
+    first pair of consecutive evaluations a0 < accuracy <= a1, so a coarse `train.val_every`
+    does not charge a run for the steps after it got there; what step 0 had if it started there.
+    None: no evaluation reached it."""
+    acc = curve["acc/val"].to_numpy()
+    hits = np.flatnonzero(acc >= accuracy)
+    if not len(hits):
         return None
-    return {m: float(reached[m].iloc[0]) if m in history else None for m in SPENT}
+    i = hits[0]
+    if i == 0:
+        return {m: float(curve[m].iloc[0]) for m in SPENT}
+    share = (accuracy - acc[i - 1]) / (acc[i] - acc[i - 1])
+    return {m: float(curve[m].iloc[i - 1] + share * (curve[m].iloc[i] - curve[m].iloc[i - 1])) for m in SPENT}
 
 
-def time_to_accuracy(histories: dict[str, dict[int, pd.DataFrame]], reference: float) -> list[dict]:
+def time_to_accuracy(curves: dict[str, dict[int, pd.DataFrame]], reference: float) -> list[dict]:
     """Per experiment and target, the seeds that reached it and, when every seed did, the mean
     and 95% interval of what they spent; a mean over the seeds that happened to get there would
-    flatter a run that mostly does not, so then only the count is given ("not reached")."""
+    flatter a run that mostly does not, so then only the count is given ("not reached").
+    `curves`: {experiment: {seed: validation curve}}."""
     rows = []
-    for name, by_seed in histories.items():
+    for name, by_seed in curves.items():
         for fraction in TARGETS:
-            spent = {seed: spent_to_reach(h, fraction * reference) for seed, h in by_seed.items()}
+            spent = {seed: spent_to_reach(c, fraction * reference) for seed, c in by_seed.items()}
             reached = [seed for seed, v in spent.items() if v is not None]
             every = len(reached) == len(spent)
-            unrecorded = sorted(m for m in SPENT if every and any(v[m] is None for v in spent.values()))
             rows.append({"experiment": name, "target": fraction, "accuracy": fraction * reference,
-                         "seeds": sorted(spent), "reached": sorted(reached), "unrecorded": unrecorded,
-                         **{m: describe(v[m] for v in spent.values()) if every and m not in unrecorded
-                            else None for m in SPENT}})
+                         "seeds": sorted(spent), "reached": sorted(reached),
+                         **{m: describe(v[m] for v in spent.values()) if every else None for m in SPENT}})
     return rows
 
 
+def final_validation(curves: dict[int, pd.DataFrame]) -> float | None:
+    """The mean over seeds of the last epoch-end validation accuracy; None if a run has no
+    validation split (its curve is empty)."""
+    if not curves or any(c.empty for c in curves.values()):
+        return None
+    return float(np.mean([c["acc/val"].iloc[-1] for c in curves.values()]))
+
+
 def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]],
-              histories: dict[str, dict[int, pd.DataFrame]] | None = None,
+              validations: dict[str, dict[int, pd.DataFrame]] | None = None,
               schedules: dict[str, str] | None = None, n_test: int | None = None) -> dict:
     """Everything summary.json holds: statistics per experiment and metric, what other training
     ran beside its seeds ({seed: names}, from the runs' summaries), the paired
-    difference of each experiment to the baseline, the attribution rows and, from the
-    `histories` ({experiment: {seed: history}}), the time to accuracy against the baseline's.
+    difference of each experiment to the baseline, the attribution rows and, from the validation
+    curves (`validations`: {experiment: {seed: validation.csv}}), the time to accuracy against the
+    baseline's final validation accuracy: none when a run has no validation split.
     `schedules` ({experiment: lr_schedule}) puts on each comparison the schedules it pairs, and
     `n_test` (test images) lets summary.md size the test set's own sampling error."""
     values = per_seed_values(summaries)
@@ -126,8 +144,10 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
             if diff is not None:
                 rows.append({"factor": factor, "with": with_it, "without": without_it, "acc/test_full": diff,
                              **pair(with_it, without_it)})
-    base = values.get("baseline", {}).get("acc/test_full")
-    to_target = time_to_accuracy(histories, describe(base.values())["mean"]) if histories and base else []
+    validations = validations or {}
+    reference = final_validation(validations.get("baseline", {}))
+    every_split = all(not c.empty for by_seed in validations.values() for c in by_seed.values())
+    to_target = time_to_accuracy(validations, reference) if reference is not None and every_split else []
     return {"seeds": sorted({s for by_seed in summaries.values() for s in by_seed}),
             "experiments": experiments, "attribution": rows, "time_to_accuracy": to_target,
             **({"n_test": n_test} if n_test else {})}
@@ -135,8 +155,8 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
 
 # The few figures per experiment that `dvc exp show` and `dvc metrics diff` compare (DVC shows
 # the leaves of metrics/headline.json as columns): final accuracy with its interval, executed
-# compute, wall-clock, sparsity and what it spent to reach 90% of the baseline (HEADLINE_TARGET);
-# they grow with experiments, not with seeds.
+# compute, wall-clock, sparsity and what it spent to reach 90% of the baseline's validation
+# accuracy (HEADLINE_TARGET); they grow with experiments, not with seeds.
 HEADLINE = {"acc/test_full": "test_full", "compute/flops_executed_T": "flops_executed_T",
             "compute/time_s": "time_s", "sparsity/sparsity": "sparsity"}
 
@@ -146,7 +166,7 @@ HEADLINE_TARGET = 0.90
 
 def headline(summary: dict) -> dict:
     """{experiment: {figure: value}}: means over seeds, the accuracy's 95% interval, and the mean
-    executed FLOPs and training seconds to HEADLINE_TARGET of the baseline's accuracy
+    executed FLOPs and training seconds to HEADLINE_TARGET of the baseline's validation accuracy
     (`to90_flops_executed_T`, `to90_train_time_s`) where every seed reached it: a saving is
     judged by what reaching an accuracy cost, not by what a shorter run spent."""
     out = {}
@@ -313,10 +333,14 @@ def _interval_lines(diffs: list[dict | None], rows: list[dict], summary: dict) -
 
 
 TO_ACCURACY_HEADING = "## Time to accuracy"  # the results page finds its table under it
-TO_ACCURACY_NOTE = ("What each run had spent (cumulative, evaluation apart) at the end of the first epoch "
-                    "whose full-test accuracy reached a fraction of the baseline's final mean; a mean needs "
-                    "every seed to reach it. Compare a method with the dense run at its budget (params.yaml "
-                    "`attribution`).")
+TO_ACCURACY_NOTE = ("What each run had spent (cumulative, evaluation apart) when its accuracy on the validation "
+                    "split (data.val_per_class training images per class, never trained on) first reached a "
+                    "fraction of the baseline's final mean validation accuracy, interpolated linearly between "
+                    "the two evaluations around the crossing (every train.val_every steps and at epoch ends); "
+                    "a mean needs every seed to reach it. Compare a method with the dense run at its budget "
+                    "(params.yaml `attribution`).")
+NO_VALIDATION = ("Not computed: it needs a validation split in every run (data.val_per_class > 0) and a "
+                 "baseline, as its targets and crossings are read on the validation split, never on the test set.")
 
 
 BESIDE_MARK = " †"  # a time measured with other training beside it
@@ -346,13 +370,12 @@ def _beside_lines(experiments: list[dict]) -> list[str]:
 
 
 def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
-    """summary.md's time-to-accuracy table: what each run spent to first reach each target."""
+    """summary.md's time-to-accuracy table: what each run spent to first reach each target, or
+    the line saying why there is none."""
     if not rows:
-        return []
+        return ["", TO_ACCURACY_HEADING, "", NO_VALIDATION]
 
     def spent(r: dict, metric: str) -> str:
-        if metric in r.get("unrecorded", ()):
-            return "not recorded"
         if r[metric] is None:
             return f"not reached ({len(r['reached'])}/{len(r['seeds'])} seeds)"
         return cell(r[metric], metric, ".0f" if metric in SECONDS else ".4g")

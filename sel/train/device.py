@@ -143,9 +143,14 @@ class Stopwatch:
     def stop(self) -> None:
         self.marks.append(self._mark())
 
+    def resume(self) -> None:
+        """Go on after a `stop`: the pause between them is not counted (evaluation mid-epoch)."""
+        self.marks.append(self._mark())
+
     def seconds(self) -> float:
-        begin, end = self.marks
-        return begin.elapsed_time(end) / 1000 if self.cuda else end - begin
+        """The counted seconds: the sum over each start (or resume) to its stop."""
+        pairs = zip(self.marks[0::2], self.marks[1::2])
+        return sum(begin.elapsed_time(end) / 1000 if self.cuda else end - begin for begin, end in pairs)
 
 
 def describe(device: torch.device) -> str:

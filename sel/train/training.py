@@ -93,6 +93,8 @@ class Trainer:
         self.n_classes = len(data.classes)
         self.train_set = Images(data.x_train, data.y_train, device, self.layout)
         self.test_set = Images(data.x_test, data.y_test, device, self.layout)
+        self.val_set = Images(data.x_val, data.y_val, device, self.layout) if len(data.y_val) else None
+        self.on_step = None  # called with a step's images before it runs (mid-epoch validation)
         self.held_out = torch.as_tensor(held_out, device=device)
         self.base_lr, self.batch_size, self.eval_batch_size = lr, batch_size, eval_batch_size
         self.temperature, self.seed = temperature, seed
@@ -237,6 +239,8 @@ class Trainer:
         steps = steps or epoch_steps(len(indices), self.batch_size, keep)
         batches = epoch_order(indices, self.generator).split([size for size, _ in steps])
         for batch, (_, selecting) in zip(batches, steps):
+            if self.on_step is not None:
+                self.on_step(len(batch))
             step_keep = keep if selecting else None
             rule = Rule(update, measure_ec, lr_loss_scale, target_sparsity, lr_line is not None, step_keep,
                         weighted, history if selecting else None)
@@ -340,18 +344,32 @@ class Trainer:
         chosen = select_by_loss(losses, kept_count(len(y), self.batch_size, keep), keep, noise, percentile)
         return x[chosen], y[chosen]
 
+    def _correct(self, images: Images) -> torch.Tensor:
+        """Whether the model in eval mode predicts each image of `images` right (1.0 or 0.0), in
+        batches of `eval_batch_size`, on the device."""
+        self.model.eval()
+        correct = []
+        for batch in torch.arange(len(images), device=self.device).split(self.eval_batch_size):
+            with autocast(self.device, self.precision):
+                logits = self._forward(images.plain(batch), len(batch) == self.eval_batch_size)
+            correct.append(logits.argmax(1) == images.y[batch])
+        return torch.cat(correct).float()
+
+    @torch.inference_mode()
+    def validation_accuracy(self) -> torch.Tensor:
+        """Accuracy on the validation split as a one-element device tensor (no read back), then
+        back to train mode, as it may run mid-epoch; it draws nothing from the generator, so the
+        training is the same with or without it."""
+        accuracy = self._correct(self.val_set).mean().view(1)
+        self.model.train()
+        return accuracy
+
     @torch.inference_mode()
     def evaluate(self) -> torch.Tensor:
         """Accuracy on the test set, on the held-out subset and per class on the held-out subset,
         from one pass over the test set (the held-out images are part of it)."""
-        self.model.eval()
         test = self.test_set
-        correct = []
-        for batch in torch.arange(len(test), device=self.device).split(self.eval_batch_size):
-            with autocast(self.device, self.precision):
-                logits = self._forward(test.plain(batch), len(batch) == self.eval_batch_size)
-            correct.append(logits.argmax(1) == test.y[batch])
-        correct = torch.cat(correct).float()
+        correct = self._correct(test)
         held, held_y = correct[self.held_out], test.y[self.held_out]
         per_class = torch.zeros(self.n_classes, device=self.device).index_add_(0, held_y, held)
         per_class /= class_counts(held_y, self.n_classes).clamp(min=1)
