@@ -14,6 +14,7 @@ from sel.data.dataset import Cifar, held_out_indices
 from sel.experiments.plan import ExperimentRun, Phase
 from sel.report.summary import (_time_to_accuracy_lines, headline, markdown, mlflow_metrics, spent_to_reach,
                                 summarise, time_to_accuracy)
+from sel.config.params import ModelParams
 from sel.train.model import fresh_model
 from sel.train.training import Trainer
 
@@ -73,7 +74,7 @@ def test_headline_holds_what_reaching_90_percent_cost_where_every_seed_did():
 
 def test_training_time_leaves_evaluation_out():
     data = Cifar(*make_arrays(4, 2))
-    trainer = Trainer(fresh_model(0, 4, False, 10), data, held_out_indices(data.y_test, 1, 10),
+    trainer = Trainer(fresh_model(0, ModelParams(width=4, pretrained=False), 10), data, held_out_indices(data.y_test, 1, 10),
                       device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=16,
                       eval_batch_size=64, seed=0)
     evaluate = trainer.evaluate
