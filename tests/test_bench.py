@@ -16,7 +16,7 @@ from sel.speed.bench import SyncCounter, kept_share, protocol_work, synthetic, t
 from sel.data.dataset import Cifar
 from sel.train.device import PYTORCH_DEFAULT_MATH, default_math, exact_fp32, math_settings
 from sel.train.model import fresh_model
-from sel.config.params import Params
+from sel.config.params import ModelParams, Params
 from sel.config.protocols import CPU_SMALL, with_overrides
 from sel.train.training import Trainer
 
@@ -24,7 +24,7 @@ from sel.train.training import Trainer
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_training_epoch_never_syncs_with_the_host(precision):
     data = Cifar(*make_arrays(10, 4))
-    trainer = Trainer(fresh_model(0, 4, False, 10), data, np.arange(20), device=torch.device("cpu"),
+    trainer = Trainer(fresh_model(0, ModelParams(width=4, pretrained=False), 10), data, np.arange(20), device=torch.device("cpu"),
                       precision=precision, lr=1e-3, batch_size=16, eval_batch_size=16, seed=0)
     everything = torch.arange(len(data.y_train))
     for update in ("dense", "sel", "masked"):

@@ -17,7 +17,7 @@ from sel.data.dataset import Cifar, held_out_indices
 from sel.experiments.plan import ExperimentRun, check_plan, executed_images, plan, prep_flops
 from sel.method.flops import flops_per_image
 from sel.method.curriculum import Pools
-from sel.config.params import parse_params
+from sel.config.params import ModelParams, parse_params
 from sel.speed.bench import SyncCounter
 from sel.train.model import fresh_model
 from sel.train.training import Trainer
@@ -48,7 +48,7 @@ def tiny_run(params, name: str) -> ExperimentRun:
     pools = Pools.shuffled(DATA.y_train, 10, seed=42) if spec.recipe == "curriculum" else None
     phases = plan(spec, params, len(DATA.y_train), pools, 1e-4, COUNTS, seed=42)
     check_plan(name, spec, phases, pools, BATCH)
-    trainer = Trainer(fresh_model(42, 4, False, 10), DATA, held_out_indices(DATA.y_test, 1, 10),
+    trainer = Trainer(fresh_model(42, ModelParams(width=4, pretrained=False), 10), DATA, held_out_indices(DATA.y_test, 1, 10),
                       device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=BATCH,
                       eval_batch_size=64, seed=42)
     prep = prep_flops(spec, params, len(DATA.y_train), *flops_per_image(trainer.model))  # as the stage does

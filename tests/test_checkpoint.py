@@ -17,6 +17,7 @@ from sel.train.checkpoint import Checkpoint
 from sel.data.dataset import Cifar, held_out_indices
 from sel.experiments.plan import ExperimentRun, Phase
 from sel.core.files import write_json
+from sel.config.params import ModelParams
 from sel.train.model import fresh_model
 from sel.track.tracking import Tracker
 from sel.train.training import Trainer
@@ -138,7 +139,7 @@ def test_output_partials_of_dead_writers_go_and_of_live_ones_stay(tmp_path, dead
 
 def tiny_run(name: str, width: int = 8, lr: float = 1e-3) -> ExperimentRun:
     """`name` at seed 42: one dense epoch on 40 images."""
-    trainer = Trainer(fresh_model(42, width, False, 10), DATA, held_out_indices(DATA.y_test, 1, 10),
+    trainer = Trainer(fresh_model(42, ModelParams(width=width, pretrained=False), 10), DATA, held_out_indices(DATA.y_test, 1, 10),
                       device=torch.device("cpu"), precision="fp32", lr=lr, batch_size=16, eval_batch_size=64,
                       seed=42)
     phase = Phase("dense", 1, np.arange(len(DATA.y_train)), stage=0)

@@ -23,6 +23,7 @@ from sel.scoring.calibration import calibrate_gamma
 from sel.method.curriculum import Pools
 from sel.data.dataset import Cifar
 from sel.experiments.plan import ExperimentRun, make_trainer, plan
+from sel.config.params import ModelParams
 from sel.train.model import fresh_model
 from sel.config.protocols import with_overrides
 from sel.scoring.scorer import scoring_trainer
@@ -216,4 +217,4 @@ def test_the_scorer_is_drawn_as_the_original_draws_it(scorer):
     experiment = make_trainer(params, data, params.experiments["sel95"], SEED).model
     assert same_weights(for_sort, for_calibrate)
     assert same_weights(for_sort, experiment) == (scorer == "shared")
-    assert same_weights(experiment, fresh_model(SEED, 4, False, 10))  # seed, then the first draw
+    assert same_weights(experiment, fresh_model(SEED, ModelParams(width=4, pretrained=False), 10))  # seed, then the first draw

@@ -19,13 +19,14 @@ from sel.data.dataset import Cifar
 from sel.train.device import resolve_cuda_graphs
 from sel.core.errors import SelError
 from sel.method.selective import Window, candidate_size, epoch_steps
+from sel.config.params import ModelParams
 from sel.train.model import fresh_model
 from sel.train.training import DENSE, MASKED, SEL, Trainer
 
 
 def trainer(device, graphed, precision="fp32", width=8, seed=0):
     data = Cifar(*make_arrays(12, 3, seed=seed))  # 120 images: 3 full batches of 32 and one of 24
-    return Trainer(fresh_model(seed, width, False, len(data.classes)), data, np.arange(10),
+    return Trainer(fresh_model(seed, ModelParams(width=width, pretrained=False), len(data.classes)), data, np.arange(10),
                    device=device, precision=precision, lr=1e-3, batch_size=32, eval_batch_size=64,
                    seed=seed, cuda_graphs=graphed)
 

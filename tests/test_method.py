@@ -23,7 +23,8 @@ from sel.data.dataset import Cifar, held_out_indices
 from sel.train.device import memory_format
 from sel.method.embarrassment import class_embarrassment
 from sel.method.flops import flops_per_image, proxy_flops
-from sel.train.model import ResNet18, build_model, fresh_model, n_params
+from sel.config.params import ModelParams
+from sel.train.model import ResNet18, fresh_model, n_params, resnet18
 from sel.method.prune import global_magnitude_mask, magnitude_threshold
 from sel.scoring.sorting import difficulty_order
 from sel.method.sparsity import FlatGrads
@@ -40,7 +41,7 @@ def tiny_data(train_per_class=4, test_per_class=3, seed=0) -> Cifar:
 def tiny_trainer(seed=0, width=4, data=None, batch_size=64, eval_batch_size=256, held_per_class=2,
                  lr=1e-3) -> Trainer:
     data = data or tiny_data()
-    model = fresh_model(seed, width, False, len(data.classes))
+    model = fresh_model(seed, ModelParams(width=width, pretrained=False), len(data.classes))
     held = held_out_indices(data.y_test, held_per_class, len(data.classes))
     return Trainer(model, data, held, device=CPU, precision="fp32", lr=lr, batch_size=batch_size,
                    eval_batch_size=eval_batch_size, seed=seed)
@@ -298,7 +299,7 @@ def test_global_magnitude_mask_on_hand_set_weights():
 
 def test_global_prune_80_percent_on_resnet():
     torch.manual_seed(0)
-    model = build_model(8).to(memory_format=torch.channels_last)
+    model = resnet18(8).to(memory_format=torch.channels_last)
     params = list(model.parameters())
     grads = FlatGrads(params)
     mask = global_magnitude_mask(grads, 0.8)
@@ -471,9 +472,9 @@ def test_narrow_models_run_contiguous_on_the_cpu():
     """oneDNN#6035: a strided 1x1 conv of < 16 input channels in NHWC hangs or miscomputes its
     weight gradient on the CPU, so such models (width < 16) train contiguous there."""
     cuda = torch.device("cuda")
-    assert memory_format(fresh_model(0, 8, False, 10), CPU) == torch.contiguous_format
-    assert memory_format(fresh_model(0, 8, False, 10), cuda) == torch.channels_last
-    assert memory_format(fresh_model(0, 16, False, 10), CPU) == torch.channels_last
+    assert memory_format(fresh_model(0, ModelParams(width=8, pretrained=False), 10), CPU) == torch.contiguous_format
+    assert memory_format(fresh_model(0, ModelParams(width=8, pretrained=False), 10), cuda) == torch.channels_last
+    assert memory_format(fresh_model(0, ModelParams(width=16, pretrained=False), 10), CPU) == torch.channels_last
     trainer = tiny_trainer(width=4)
     assert trainer.layout == torch.contiguous_format
     assert trainer.train_set.augmented(torch.arange(3), trainer.generator).is_contiguous()
@@ -631,7 +632,7 @@ def test_calibrate_gamma_is_numpy_percentile_of_all_grads(mode):
 
     # independently: the same init (in the trainer's memory format, so the arithmetic is the
     # same), plain autograd, |grad| of every parameter, numpy's percentile
-    model = fresh_model(21, 8, False, 10).to(memory_format=trainer.layout)
+    model = fresh_model(21, ModelParams(width=8, pretrained=False), 10).to(memory_format=trainer.layout)
     model.train(mode == "train")
     x = Images(data.x_train, data.y_train, CPU, trainer.layout).augmented(
         torch.arange(32), torch.Generator().manual_seed(21))
@@ -677,7 +678,7 @@ def test_proxy_flops_formula():
 
 def test_flops_per_image_of_resnet18():
     torch.manual_seed(0)
-    model = build_model(64)
+    model = resnet18(64)
     assert n_params(model) == 11_173_962
     before = model.conv1.weight.detach().clone()
     train, evaluation = flops_per_image(model)
@@ -711,5 +712,5 @@ def test_resnet18_is_torchvisions_built_the_same_way():
         assert list(mine) == list(ref)
         for key in ref:
             assert torch.equal(mine[key], ref[key]), key
-    x = torch.randn(2, 3, 64, 64)  # at width 64 the stem fits the first stage before build_model's swap
+    x = torch.randn(2, 3, 64, 64)  # at width 64 the stem fits the first stage before resnet18's swap
     assert torch.equal(ours.eval()(x), theirs.eval()(x))

@@ -8,7 +8,7 @@ import torch
 
 from builders import make_arrays
 from sel.data.dataset import Cifar
-from sel.config.params import Experiment, Params
+from sel.config.params import Experiment, ModelParams, Params
 from sel.experiments.plan import ExperimentRun, Phase, plan
 from sel.method.curriculum import Pools
 from sel.method.flops import flops_per_image
@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 def tiny_trainer(batch_size=8, seed=0) -> Trainer:
     data = Cifar(*make_arrays(4, 3, seed=seed))  # 40 training images
-    return Trainer(fresh_model(seed, 4, False, len(data.classes)), data, np.arange(10), device=CPU,
+    return Trainer(fresh_model(seed, ModelParams(width=4, pretrained=False), len(data.classes)), data, np.arange(10), device=CPU,
                    precision="fp32", lr=1e-3, batch_size=batch_size, eval_batch_size=64, seed=seed)
 
 

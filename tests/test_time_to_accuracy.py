@@ -14,6 +14,7 @@ from builders import CLASSES, make_arrays
 from sel.data.dataset import Cifar, held_out_indices, subsample
 from sel.experiments.plan import ExperimentRun, Phase
 from sel.report.summary import NO_VALIDATION, headline, markdown, mlflow_metrics, spent_to_reach, summarise
+from sel.config.params import ModelParams
 from sel.train.model import fresh_model
 from sel.train.training import Trainer
 
@@ -79,7 +80,7 @@ def test_headline_holds_what_reaching_90_percent_cost_where_every_seed_did():
 
 def test_training_time_leaves_evaluation_out():
     data = Cifar(*make_arrays(4, 2))
-    trainer = Trainer(fresh_model(0, 4, False, 10), data, held_out_indices(data.y_test, 1, 10),
+    trainer = Trainer(fresh_model(0, ModelParams(width=4, pretrained=False), 10), data, held_out_indices(data.y_test, 1, 10),
                       device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=16,
                       eval_batch_size=64, seed=0)
     evaluate = trainer.evaluate
@@ -107,7 +108,7 @@ def test_without_a_validation_split_time_to_accuracy_is_not_computed():
 
 
 def trainer(data: Cifar) -> Trainer:
-    return Trainer(fresh_model(0, 4, False, 10), data, held_out_indices(data.y_test, 1, 10),
+    return Trainer(fresh_model(0, ModelParams(width=4, pretrained=False), 10), data, held_out_indices(data.y_test, 1, 10),
                    device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=16, eval_batch_size=8, seed=0)
 
 

@@ -74,9 +74,14 @@ class DataParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    arch: str = _knob("resnet18", "architecture", _one_of("resnet18"))
-    width: int = _knob(64, "channels of the first stage (64 = ResNet-18)", _at_least(1))
-    pretrained: bool = _knob(True, "load ImageNet weights through torchvision (width 64 only)")
+    arch: str = _knob("resnet18", "architecture: resnet18 | airbench (docs/pipeline.md)",
+                      _one_of("resnet18", "airbench"))
+    width: int = _knob(64, "resnet18: channels of the first stage (64 = ResNet-18)", _at_least(1))
+    widths: tuple[int, ...] = _knob(lambda: (64, 128, 128), "airbench: channels of its three conv "
+                                    "groups (airbench93: 64/128/128; airbench94: 64/256/256)",
+                                    lambda v: None if len(v) == 3 and min(v) >= 1
+                                    else "must be 3 integers >= 1")
+    pretrained: bool = _knob(True, "resnet18: load ImageNet weights through torchvision (width 64 only)")
 
 
 @dataclass(frozen=True)
@@ -484,6 +489,9 @@ def _experiment_from(name: str, raw, key: str) -> Experiment:
 
 def _check_together(p: Params):
     """Rules that tie several keys together."""
+    if p.model.pretrained and p.model.arch == "airbench":
+        _fail("model.pretrained", True, "there are no ImageNet weights for model.arch = airbench; "
+              "set model.pretrained=false")
     if p.model.pretrained and p.model.width != 64:
         _fail("model.pretrained", True, "ImageNet weights exist only for model.width = 64; "
               "set model.pretrained=false for other widths")

@@ -14,6 +14,7 @@ curriculum  an optional dense warm-up on the easiest images of each class (E = C
 
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +84,7 @@ def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int) -> Tr
     device = resolve_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
     compiled = resolve_compile(params.train.compile, device)
-    model = fresh_model(seed, params.model.width, params.model.pretrained, len(data.classes))
+    model = fresh_model(seed, params.model, len(data.classes), data.x_train)
     held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
     temperature = params.sel.temperature if spec.reads_sel else params.train.ec_temperature
     return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
@@ -161,7 +162,7 @@ def budget_images(spec: Experiment, params: Params, counts: np.ndarray, measured
     if not isinstance(spec.budget, str):
         return round(spec.budget * spec.epochs * n_train)
     with torch.device("meta"):  # shapes only: no weights drawn, no random state used
-        shape = build_model(params.model.width, False, len(counts))
+        shape = build_model(dataclasses.replace(params.model, pretrained=False), len(counts))
     train, evaluation = flops_per_image(shape)
     if measured_T is not None:
         return round(measured_T * 1e12 / train)

@@ -32,12 +32,12 @@ from sel.config.params import Params
 from sel.train.training import DENSE, Trainer
 
 
-def scorer_model(params: Params, seed: int, n_classes: int) -> nn.Module:
-    """The scorer's weights under `sort.scorer` (see the module's docstring)."""
-    width, pretrained = params.model.width, params.model.pretrained
-    model = fresh_model(seed, width, pretrained, n_classes)  # the experiments' initial weights
+def scorer_model(params: Params, seed: int, n_classes: int, images) -> nn.Module:
+    """The scorer's weights under `sort.scorer` (see the module's docstring); `images`, the
+    training images, set airbench's whitening."""
+    model = fresh_model(seed, params.model, n_classes, images)  # the experiments' initial weights
     if params.sort.scorer == "independent":
-        model = build_model(width, pretrained, n_classes)
+        model = build_model(params.model, n_classes, images)
     return model
 
 
@@ -45,7 +45,7 @@ def scoring_trainer(params: Params, data: Cifar, seed: int) -> Trainer:
     """Reads `model`, `sort.scorer` and `train.device`, and `train.lr` and `train.batch_size`
     for the scorer's own training (`sort.scorer_epochs`)."""
     device = resolve_device(params.train.device)
-    model = scorer_model(params, seed, len(data.classes))
+    model = scorer_model(params, seed, len(data.classes), data.x_train)
     return Trainer(model, data, np.arange(0), device=device, precision="fp32", lr=params.train.lr,
                    batch_size=params.train.batch_size, eval_batch_size=256, seed=seed)
 

@@ -49,7 +49,7 @@ from sel.method.flops import flops_per_image
 from sel.method.selective import candidate_size, epoch_flops
 from sel.train.graphs import WARMUP_STEPS
 from sel.train.model import fresh_model
-from sel.config.params import ORIGINALS, Params
+from sel.config.params import ORIGINALS, ModelParams, Params
 from sel.config.protocols import PROTOCOLS, with_overrides
 from sel.train.training import DENSE, SEL, Trainer
 
@@ -89,7 +89,7 @@ def _sync(device):
 
 
 def _ours(width, device, precision, data, use_compile=False, cuda_graphs=False):
-    return Trainer(fresh_model(0, width, False, 10), data, np.arange(100), device=device,
+    return Trainer(fresh_model(0, ModelParams(width=width, pretrained=False), 10), data, np.arange(100), device=device,
                    precision=precision, lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0,
                    use_compile=use_compile, cuda_graphs=cuda_graphs)
 
@@ -164,7 +164,7 @@ def time_methods(width, methods, steps, warmup, device, precision, data, repeats
     graphed, with the ratio its executed FLOPs promise. The two are timed in `repeats` adjacent
     pairs and the median pair's ratio reported: on a shared machine the load drifts between
     cases timed minutes apart."""
-    train, evaluation = flops_per_image(fresh_model(0, width, False, 10))
+    train, evaluation = flops_per_image(fresh_model(0, ModelParams(width=width, pretrained=False), 10))
     loops = [("ours", False)] + ([("graphed", True)] if device.type == "cuda" else [])
     rows = []
     for method in methods:
@@ -210,7 +210,7 @@ def time_original(width, update, steps, warmup, device, data, gamma):
     """(images per second, host syncs per step, math settings) of the original's loop, steady
     state, under PyTorch's default math, as the original ran."""
     with default_math():
-        model = fresh_model(0, width, False, 10).to(device).train()
+        model = fresh_model(0, ModelParams(width=width, pretrained=False), 10).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         batches = iter(original.loader(data.x_train, data.y_train, train=True))
         g = gamma if update == SEL else None
@@ -232,12 +232,12 @@ def eval_rates(width, device, precision, data, held_per_class):
     (a pass over the test set, then one over the held-out subset), each under its own math."""
     held = held_out_indices(data.y_test, held_per_class, 10)
     with default_math():
-        trainer = Trainer(fresh_model(0, width, False, 10), data, held, device=device, precision=precision,
+        trainer = Trainer(fresh_model(0, ModelParams(width=width, pretrained=False), 10), data, held, device=device, precision=precision,
                           lr=1e-3, batch_size=BATCH, eval_batch_size=1000, seed=0)
         trainer.evaluate().tolist()
         ours = len(data.y_test) / _median_seconds(lambda: trainer.evaluate().tolist())
     with default_math():
-        model = fresh_model(0, width, False, 10).to(device)
+        model = fresh_model(0, ModelParams(width=width, pretrained=False), 10).to(device)
         test = original.loader(data.x_test, data.y_test, train=False)
         held_loader = original.loader(data.x_test[held], data.y_test[held], train=False)
         seconds = _median_seconds(lambda: original.evaluate(model, test, held_loader, device))
@@ -341,7 +341,7 @@ def main(argv=None):
               "cases": [], "methods": [], "eval": [], "projected_s": {}}
     rates = {}
     for width in args.widths:
-        train_gflop = flops_per_image(fresh_model(0, width, False, 10))[0] / 1e9
+        train_gflop = flops_per_image(fresh_model(0, ModelParams(width=width, pretrained=False), 10))[0] / 1e9
         with default_math():  # its fp32 Trainer's exact_fp32 stays inside
             gamma = calibrate_gamma(_ours(width, device, "fp32", data), 128, 40, "train")["gamma"]
         for update in (DENSE, SEL):

@@ -1,4 +1,5 @@
-"""ResNet-18 adapted to 32x32 images, as the original builds it, with a width knob for tests."""
+"""The network `model.arch` names: ResNet-18 adapted to 32x32 images, as the original builds it,
+with a width knob for tests, or the airbench net (sel.train.airbench)."""
 
 import random
 
@@ -6,7 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sel.config.params import ModelParams
 from sel.core.errors import SelError
+from sel.train.airbench import Airbench, init_whitening
 
 
 class BasicBlock(nn.Module):
@@ -65,7 +68,7 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def build_model(width: int = 64, pretrained: bool = False, n_classes: int = 10) -> nn.Module:
+def resnet18(width: int = 64, pretrained: bool = False, n_classes: int = 10) -> nn.Module:
     """The original's model: resnet18 (ImageNet weights if `pretrained`), conv1 swapped for a
     3x3 stride-1 conv, maxpool removed, fc to `n_classes`. Draws from torch's global RNG."""
     model = ResNet18(width)
@@ -96,10 +99,21 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def fresh_model(seed: int, width: int, pretrained: bool, n_classes: int) -> nn.Module:
+def build_model(model: ModelParams, n_classes: int = 10, images=None) -> nn.Module:
+    """The net `model.arch` names. Airbench's whitening conv is set from `images` (uint8 training
+    images); without them (a shape on the meta device) it keeps its random init."""
+    if model.arch == "resnet18":
+        return resnet18(model.width, model.pretrained, n_classes)
+    net = Airbench(model.widths, n_classes)
+    if images is not None:
+        init_whitening(net, images)
+    return net
+
+
+def fresh_model(seed: int, model: ModelParams, n_classes: int, images=None) -> nn.Module:
     """Seed torch, numpy and random, then build: every stage starts from the same weights."""
     seed_everything(seed)
-    return build_model(width, pretrained, n_classes)
+    return build_model(model, n_classes, images)
 
 
 def seed_everything(seed: int) -> None:
