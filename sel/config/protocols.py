@@ -11,7 +11,10 @@ import os
 import shlex
 import sys
 
-from sel.config.params import DEFAULT_EXPERIMENTS, Params, parse_params
+from sel.config.params import (BUDGET_STAGE, DEFAULT_EXPERIMENTS, DENSE_STAGE, MEASURED_STAGE, TWIN, Params,
+                               parse_params)
+
+SECOND_VIEWS = ("class_draw_50_constant", "infobatch_r50_constant")  # left out of cpu-seeds to fit a session
 
 CPU_SMALL = {
     "model.width": 16,
@@ -30,15 +33,16 @@ CPU_SMALL = {
 # every epoch count at a fifth of the original's (30 -> 6, 15 -> 3, 10 per stage -> 2, warm-up
 # 5 -> 1: the same ratios between experiments), 400 training and 100 test images per class, a
 # validation split of the last 50 training images of each class (never trained on: the 400 are
-# the same images as without it) read every 16 steps (about 4 times an epoch) for time to
-# accuracy, and five seeds: every experiment, control, method and twin with statistics.
+# the same images as without it) read every 32 steps (about twice an epoch) for time to
+# accuracy, and five seeds: every experiment, control, method and twin with statistics, and of
+# the constant-rate views, selective backward's (the method whose pairing moved most).
 CPU_SEEDS = {
     **CPU_SMALL,
     "seeds": [42, 43, 44, 45, 46],
     "data.train_per_class": 400,
     "data.test_per_class": 100,
     "data.val_per_class": 50,
-    "train.val_every": 16,
+    "train.val_every": 32,
     # every run of the original's 30 epochs (the baseline, the lottery's retraining, the controls,
     # the methods and their budget-matched runs) at 6
     **{f"experiments.{name}.epochs": 6 for name, spec in DEFAULT_EXPERIMENTS.items() if spec.get("epochs") == 30},
@@ -47,6 +51,9 @@ CPU_SEEDS = {
     "experiments.warmup_sel.warmup_per_class": 80,
     "sel.epochs_per_stage": 2,
     "sel.samples_per_class": 160,
+    "train_stages.dense": [name for name in DENSE_STAGE if name not in SECOND_VIEWS],
+    "train_stages.budget": [name for name in BUDGET_STAGE if name.removeprefix(TWIN) not in SECOND_VIEWS],
+    "train_stages.measured": [name for name in MEASURED_STAGE if name not in SECOND_VIEWS],
 }
 
 PROTOCOLS = {"full": {}, "cpu-small": CPU_SMALL, "cpu-seeds": CPU_SEEDS}
