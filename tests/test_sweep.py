@@ -210,7 +210,7 @@ def test_a_team_server_on_postgresql_takes_every_run_and_an_outage_loses_none(pr
     ({"name": "x", "grid": {"sel.gama_decay": [0.1]}}, "unknown key 'sel.gama_decay'"),
     ({"name": "x", "experiments": ["nope"]}, "experiment 'nope' is not in train_stages"),
     ({"name": "x", "grid": {"sel.gamma_decay": 0.1}}, "grid axis 'sel.gamma_decay' needs a non-empty list"),
-    ({"name": "x", "seeds": ["a"]}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"name": "x", "seeds": ["a"]}, "`seeds` must be a non-empty list of integers from 0 to 2**32 - 1"),
     ({"name": ".."}, "grid.yaml: name: '..' is not a valid name: use 1-64 letters"),  # sweeps/..: the project
     ({"name": "x", "grids": {}}, "unknown key 'grids'"),
 ])
@@ -224,11 +224,11 @@ def test_a_bad_grid_is_refused_in_one_line_before_any_work(project, grid, says):
 
 @pytest.mark.parametrize("grid, says", [
     ({"experiments": []}, "`experiments` must be a non-empty list of experiment names"),
-    ({"seeds": []}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"seeds": []}, "`seeds` must be a non-empty list of integers from 0 to 2**32 - 1"),
     ({"experiments": "baseline"}, "`experiments` must be a non-empty list of experiment names"),
     ({"experiments": None}, "`experiments` must be a non-empty list of experiment names"),
-    ({"seeds": 42}, "`seeds` must be a non-empty list of non-negative integers"),
-    ({"seeds": [True]}, "`seeds` must be a non-empty list of non-negative integers"),
+    ({"seeds": 42}, "`seeds` must be a non-empty list of integers from 0 to 2**32 - 1"),
+    ({"seeds": [True]}, "`seeds` must be a non-empty list of integers from 0 to 2**32 - 1"),
     ({"grid": {"train.lr": []}}, "grid axis 'train.lr' needs a non-empty list of values"),
     ({"grid": ["train.lr"]}, "`grid` must be a mapping of axes"),
     ({"base": ["train.lr=0.1"]}, "`base` must be a mapping of overrides"),

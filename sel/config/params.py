@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from sel.core.cli import shorten
 from sel.core.errors import SelError
 from sel.config.names import check_name
 
@@ -344,15 +345,16 @@ def twins(methods) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str = _knob("sel-benchmark", "MLflow experiment that holds the runs",
-                            lambda v: None if v.strip() else "must not be empty")
+                            lambda v: None if v.strip() and len(v) <= 500
+                            else "must be 1 to 500 characters, not only spaces (MLflow's rule)")
 
 
 @dataclass(frozen=True)
 class Params:
     seeds: tuple[int, ...] = _knob(lambda: (42,), "every experiment runs once per seed (each stage seeds "
                                    "torch, numpy and random from its seed)",
-                                   lambda v: None if min(v) >= 0 and len(set(v)) == len(v)
-                                   else "must be distinct integers >= 0")
+                                   lambda v: None if min(v) >= 0 and max(v) < 2**32 and len(set(v)) == len(v)
+                                   else "must be distinct integers from 0 to 2**32 - 1 (numpy's seeds)")
     data: DataParams = _knob(DataParams, "data source and sample sizes")
     model: ModelParams = _knob(ModelParams, "the network")
     train: TrainParams = _knob(TrainParams, "shared by every training run")
@@ -373,7 +375,7 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 
 
 def _fail(key, value, problem):
-    raise SelError(f"params: {key} = {value!r}: {problem}")
+    raise SelError(f"params: {key} = {shorten(repr(value))}: {problem}")
 
 
 def _coerce(value, tp, key):
@@ -534,6 +536,8 @@ def _check_together(p: Params):
             if group == "dense" and plan_reads_sel(p, name):
                 _fail(key, name, "it reads sel.* (curriculum, mask or loss-scaled lr): list it under "
                       "train_stages.sel, whose stage depends on them")
+    for name in p.train_stages.names():
+        _check_epochs(p, name)
     for name, spec in p.experiments.items():
         _check_method(name, spec)
         if isinstance(spec.budget, str):
@@ -544,6 +548,18 @@ def _check_together(p: Params):
         for name in pair:
             if name not in p.experiments:
                 _fail(f"attribution.{factor}", list(pair), f"{name!r} is not an experiment")
+
+
+def _check_epochs(p: Params, name: str):
+    """A listed experiment records at least one epoch (check_plan's rule), known here before sort
+    and calibrate spend their time."""
+    spec = p.experiments[name]
+    if spec.recipe == "curriculum":
+        if not (spec.warmup_epochs or p.sel.epochs_per_stage):
+            _fail("sel.epochs_per_stage", 0, f"experiment {name} (a curriculum without warm-up) would record "
+                  f"no epoch: give it epochs, or experiments.{name}.warmup_epochs")
+    elif not spec.epochs:
+        _fail(f"experiments.{name}.epochs", 0, "it would record no epoch: must be >= 1")
 
 
 def _check_method(name: str, spec: Experiment):
@@ -587,20 +603,29 @@ def _check_measured(p: Params, key: str, method: str):
 
 def parse_params(raw: dict) -> Params:
     """Validated Params from the parsed params.yaml mapping; raises SelError naming the bad key."""
-    if raw is not None and not isinstance(raw, dict):  # None: an empty file, all defaults
-        kind = _TYPE_NAMES.get(type(raw), type(raw).__name__)
-        raise SelError(f"params.yaml: must be a mapping of sections (seeds, data, model, ...), got {kind}")
-    params = _build(Params, raw, "")
+    params = _build(Params, _sections(raw), "")
     _check_together(params)
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def _sections(raw) -> dict:
+    """params.yaml's top-level mapping; an empty file is one of all defaults."""
+    if raw is not None and not isinstance(raw, dict):
+        kind = _TYPE_NAMES.get(type(raw), type(raw).__name__)
+        raise SelError(f"params.yaml: must be a mapping of sections (seeds, data, model, ...), got {kind}")
+    return raw or {}
+
+
+def read_params(path: str | Path = "params.yaml") -> dict:
+    """The mapping in params.yaml, unchecked (a sweep applies overrides to it first)."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        return _sections(yaml.safe_load(Path(path).read_text()))
     except (OSError, yaml.YAMLError) as e:
-        raise SelError(f"cannot read {path}: {e}") from None
-    return parse_params(raw)
+        raise SelError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_params(path))
 
 
 def stage_items(p: Params, stage: str) -> dict[str, list[str]]:

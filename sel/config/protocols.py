@@ -13,6 +13,8 @@ import sys
 
 from sel.config.params import (BUDGET_STAGE, DEFAULT_EXPERIMENTS, DENSE_STAGE, MEASURED_STAGE, TWIN, Params,
                                parse_params)
+from sel.core.cli import shorten
+from sel.core.errors import SelError
 
 SECOND_VIEWS = ("class_draw_50_constant", "infobatch_r50_constant")  # left out of cpu-seeds to fit a session
 
@@ -67,8 +69,13 @@ def apply_overrides(raw: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         *path, last = key.split(".")
         node = raw
-        for part in path:
-            node = node.setdefault(part, {})
+        for i, part in enumerate(path):
+            if node.get(part) is None:  # absent or empty (`sel:`): the section's defaults
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):  # a scalar or a list: no key to set inside it
+                raise SelError(f"override {shorten(key)}: {'.'.join(path[:i + 1])} is "
+                               f"{type(node).__name__}, not a mapping of keys")
         node[last] = value
     return raw
 

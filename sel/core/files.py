@@ -1,11 +1,14 @@
 """Where things live and how outputs are written: all-or-nothing, never half a file."""
 
+import errno
 import fcntl
 import glob
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+from sel.core.errors import SelError
 
 
 def project_root() -> Path:
@@ -28,16 +31,35 @@ def staged_outputs(*paths: Path):
     output clears."""
     paths = [Path(p) for p in paths]
     temps = [p.with_name(f".{p.name}.partial-{os.getpid()}") for p in paths]
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(p.parent, f".{p.name}.partial-")
+    with writes_to(paths[0].parent):
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(p.parent, f".{p.name}.partial-")
+        try:
+            yield temps
+            for tmp, final in zip(temps, paths):
+                os.replace(tmp, final)
+        finally:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+
+
+# what stops a write rather than a read: a read-only folder or file system, a full disk or quota,
+# a file where a folder is expected
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                 errno.EEXIST}
+
+
+@contextmanager
+def writes_to(path: Path):
+    """A write that fails for want of room or permission as one line naming the path and why
+    (`No space left on device`, `Read-only file system`), not a traceback; what was in place stays."""
     try:
-        yield temps
-        for tmp, final in zip(temps, paths):
-            os.replace(tmp, final)
-    finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+        yield
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise SelError(f"cannot write {e.filename or path}: {e.strerror or e}") from None
 
 
 def process_alive(pid: int) -> bool:

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sel.data.dataset import Cifar, check_arrays
+from sel.core.cli import shorten
 from sel.core.errors import SelError
 from sel.config.names import check_names
 
@@ -220,6 +221,9 @@ def _interleave(per_class: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarr
 def _check_classes(images: dict, classes: list[str], source: str) -> None:
     """Every class needs images in both splits: an empty or missing class folder would
     otherwise drop its class silently (9 classes) or leave it out of one split."""
+    if len(classes) < 2:
+        raise SelError(f"{source}: {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
+                       f"at least two classes are needed to classify")
     for split in SPLITS:
         if not any(images.get(split, {}).values()):
             raise SelError(f"{source}: the {split} split is empty (no {split}/<class>/ images)")
@@ -431,6 +435,20 @@ def _read_folder(root: Path, layout: _Layout) -> str:
     return tree.hexdigest()
 
 
+def _check_source(path: Path) -> None:
+    """A source is a regular file or a folder, told before any open: a FIFO would wait for a
+    writer and /dev/zero never end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SelError(f"data.source: no such file or folder: {shorten(str(path))}") from None
+    except OSError as e:  # a name too long, a file where a folder is expected
+        raise SelError(f"data.source: {shorten(str(path))}: {e.strerror or e}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = _SPECIAL.get(stat.S_IFMT(mode), "a special file")
+        raise SelError(f"data.source: {shorten(str(path))} is {kind}; only an archive file or a folder is read")
+
+
 @dataclass
 class Provenance:
     """Where the data came from, as recorded in the manifest and on every MLflow run."""
@@ -451,8 +469,7 @@ def read_source(source: str, md5: str | None, cache_dir: Path, root: Path) -> tu
     else:
         path = Path(source).expanduser()
         path = path if path.is_absolute() else root / path
-        if not path.exists():
-            raise SelError(f"data.source: no such file or folder: {path}")
+        _check_source(path)
     layout = _Layout(str(source))
     if path.is_dir():
         sums = {"md5": None, "sha256": _read_folder(path, layout)}

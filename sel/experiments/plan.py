@@ -112,6 +112,10 @@ def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | 
         raise SelError(f"params: experiments.{name}.budget = {spec.budget!r}: {executed_images(phases)} "
                        f"training images, more than its {spec.epochs} epochs x {len(phases[0].indices)}")
     if not any(phase.epochs and phase.recorded for phase in phases):
+        if spec.budget is not None:  # its images are known only with the data's
+            raise SelError(f"params: experiments.{name}.budget = {spec.budget!r}: it allows no image of its "
+                           f"{spec.epochs} epochs x {len(phases[0].indices)} training images, so no epoch to "
+                           f"record; raise the budget")
         raise SelError(f"{name}: no epoch to record; give it epochs "
                        f"(experiments.{name}.*, or sel.epochs_per_stage)")
 

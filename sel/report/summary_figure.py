@@ -56,7 +56,8 @@ def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary
         ax.set_title("accuracy vs compute (95% intervals)")
     fig.suptitle(textwrap.fill("SEL benchmark: mean over seeds; bands and bars: 95% confidence intervals "
                                "(Student t). Sparsity and weights changed: per epoch in the curves, mean "
-                               f"over the masked epochs in summary.md. {caption}", 190), fontsize=11)
+                               f"over the masked epochs in summary.md. {caption}", 190), fontsize=11,
+                 parse_math=False)  # the caption quotes the source: a `$` in it is no math
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(png, dpi=110, format="png")
     fig.savefig(svg, format="svg")

@@ -50,7 +50,7 @@ from sel.core.errors import SelError
 from sel.experiments.plan import needs_gamma, needs_pools
 from sel.core.files import locked, project_root, run_outputs, seed_data, staged_outputs
 from sel.config.names import check_name
-from sel.config.params import flatten, parse_params, stage_keys
+from sel.config.params import flatten, parse_params, read_params, stage_keys
 from sel.config.protocols import PROTOCOLS, apply_overrides
 
 GRID_KEYS = {"name", "protocol", "base", "grid", "experiments", "seeds"}
@@ -69,8 +69,8 @@ SHAPES = {
     "grid": (lambda v: isinstance(v, dict), "a mapping of axes (key: [values]; {} or none: one point)"),
     "experiments": (lambda v: _non_empty_list(v, lambda e: isinstance(e, str)),
                     "a non-empty list of experiment names (leave it out for all of train_stages)"),
-    "seeds": (lambda v: _non_empty_list(v, lambda s: type(s) is int and s >= 0),
-              "a non-empty list of non-negative integers (leave it out for params.yaml's seeds)"),
+    "seeds": (lambda v: _non_empty_list(v, lambda s: type(s) is int and 0 <= s < 2**32),
+              "a non-empty list of integers from 0 to 2**32 - 1 (leave it out for params.yaml's seeds)"),
 }
 
 
@@ -351,7 +351,7 @@ def main(argv=None):
             raise SelError("--cpus-per-trial and --workers must be >= 1, --gpus-per-trial and --retries >= 0")
         root = project_root()
         grid = load_grid(args.grid)
-        raw = yaml.safe_load((root / "params.yaml").read_text())
+        raw = read_params(root / "params.yaml")
         trials = plan(grid, raw, root)
         from sel.track.tracking import Tracker
 

@@ -31,7 +31,7 @@ def run_figure(history: pd.DataFrame, title: str, path: Path) -> None:
     _class_curves(axes[1, 0], history, "E/", "embarrassment E per class")
     _class_curves(axes[1, 1], history, "C/", "confidence C per class")
     axes[1, 1].legend(fontsize=7, ncol=2)
-    fig.suptitle(title)
+    fig.suptitle(title, parse_math=False)  # the title quotes the source: a `$` in it is no math
     fig.tight_layout()
     fig.savefig(path, dpi=90, format="png")
     plt.close(fig)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sel.core.files import anchored, locked, remove_stale_partials
+from sel.core.files import anchored, locked, remove_stale_partials, writes_to
 
 FORMAT = 4
 # what the training stage (sel/experiments/stage.py) reads back: the owner, its own keys, ExperimentRun's and Trainer's state_dict
@@ -126,13 +126,14 @@ class Checkpoint:
 
     def __init__(self, experiment: str, params: dict, inputs: list[Path], folder: Path | None = None):
         folder = folder or anchored("checkpoints")
-        folder.mkdir(parents=True, exist_ok=True)
         # what the file name stands for, written into the file too: a file copied or renamed from
         # another experiment, seed or configuration is told by what it holds
         self.owner = {"experiment": experiment, "configuration": fingerprint(experiment, params, inputs)}
         self.path: Path | None = folder / f"{experiment}-{self.owner['configuration']}.pt"
         self._lock_path = self.path.with_suffix(".lock")
-        self._lock = locked(self._lock_path)
+        with writes_to(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._lock = locked(self._lock_path)
         if self._lock is None:
             print(f"[{experiment}] the same configuration is training in another process; "
                   f"this one keeps no checkpoint", file=sys.stderr, flush=True)
@@ -183,10 +184,12 @@ class Checkpoint:
         if self.path is None:
             return
         tmp = self.path.with_name(self._partial_prefix() + str(os.getpid()))
-        try:
-            torch.save({**state, "owner": self.owner, "format": FORMAT}, tmp)
-            _seal(tmp)
-            os.replace(tmp, self.path)
+        try:  # through a Python file, so that a full disk is an OSError with its errno
+            with writes_to(tmp):
+                with open(tmp, "wb") as f:
+                    torch.save({**state, "owner": self.owner, "format": FORMAT}, f)
+                _seal(tmp)
+                os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
 
