@@ -108,8 +108,11 @@ class SortParams:
     scorer: str = _knob("independent", "the model sort and calibrate score with: independent (the "
                         "original's: a draw no experiment starts from) | shared (the experiments' "
                         "initial weights)", _one_of("independent", "shared"))
-    scorer_epochs: int = _knob(0, "dense epochs for the scorer before scoring (0 = fresh model)",
-                               _at_least(0))
+    # calibrate trains the scorer again rather than reading sort's weights: the same seed and epochs
+    # give the same weights (CPU; on CUDA up to its kernels' nondeterminism) with no file between
+    # the two stages, and the epochs it runs again are counted (plan.prep_flops)
+    scorer_epochs: int = _knob(0, "dense epochs for the scorer before sort scores and calibrate calibrates "
+                               "with it, each stage training it alike (0 = fresh model)", _at_least(0))
 
 
 @dataclass(frozen=True)
@@ -624,7 +627,8 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
         "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class",
                      "data.val_per_class"],
         "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],
-        "calibrate": ["model", "train.device", "sort.scorer", "calibrate"],
+        "calibrate": ["model", "train.device", "train.lr", "train.batch_size", "sort.scorer", "sort.scorer_epochs",
+                      "calibrate"],
         "train_dense": run,
         "train_sel": run + ["sel"],
         # the budget counts a curriculum's sort and calibration passes (sort.scorer_epochs, calibrate.batch_size)
