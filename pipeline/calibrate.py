@@ -12,7 +12,7 @@ from sel.core.cli import seed_arg, stage, stage_args
 from sel.data.dataset import Cifar
 from sel.core.files import seed_data, write_json
 from sel.config.params import load_params, stage_items
-from sel.scoring.scorer import scoring_trainer
+from sel.scoring.scorer import scoring_trainer, train_scorer
 
 USAGE = "python -m pipeline.calibrate SEED"
 
@@ -24,7 +24,8 @@ def main(argv=sys.argv[1:]):
     data = Cifar.load("data/cifar10.npz")
     trainer = scoring_trainer(params, data, seed)
     c = params.calibrate
-    started = time.perf_counter()  # the pass, which a run reading gamma counts in its time
+    started = time.perf_counter()  # the passes, which a run reading gamma counts in its time
+    train_scorer(trainer, params.sort.scorer_epochs, "calibrate")  # sort's scorer: see sel/scoring/scorer.py
     result = calibrate_gamma(trainer, c.batch_size, c.percentile, c.mode)
     seconds = time.perf_counter() - started
     write_json(seed_data(seed) / "gamma.json", {**result, "seed": seed, "seconds": seconds})

@@ -26,7 +26,7 @@ def main(argv=sys.argv[1:]):
     data = Cifar.load("data/cifar10.npz")
     trainer = scoring_trainer(params, data, seed)
     started = time.perf_counter()  # the passes, which a run reading the pools counts in its time
-    train_scorer(trainer, params.sort.scorer_epochs)
+    train_scorer(trainer, params.sort.scorer_epochs, "sort")
     losses = score(trainer)
     seconds = time.perf_counter() - started
     order, counts = difficulty_order(losses, data.y_train, len(data.classes))

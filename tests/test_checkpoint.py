@@ -13,7 +13,7 @@ import torch
 from builders import make_arrays
 from sel.experiments.stage import open_run
 from sel.core import files
-from sel.train.checkpoint import Checkpoint
+from sel.train.checkpoint import FORMAT, Checkpoint, _seal
 from sel.data.dataset import Cifar, held_out_indices
 from sel.experiments.plan import ExperimentRun, Phase
 from sel.core.files import write_json
@@ -244,3 +244,33 @@ def test_a_checkpoint_of_another_width_is_set_aside_and_the_run_starts_afresh(tm
     assert losses(baseline) == fresh_losses
     statuses = sorted(r.info.status for r in tracker.client.search_runs([tracker.experiment_id]))
     assert statuses == ["FINISHED", "KILLED"]
+
+
+def test_a_forged_checkpoint_naming_another_seeds_run_starts_a_new_run(tmp_path, tracker, dead_pid, capsys):
+    """Seed 42's checkpoint whose owner and MLflow run id were rewritten to seed 43's run and
+    re-sealed (the seal proves bytes intact, not who made them): the stage resumes its state but
+    not that run, which keeps its steps and tags; seed 42 gets a run of its own, said in one line."""
+    folder = tmp_path / "checkpoints"
+    other = tiny_run("baseline")
+    other_id = tracker.start("baseline@43", {}, {"experiment": "baseline", "seed": 43})
+    other.step()
+    tracker.log_metrics({"acc/test_full": other.rows[0]["acc/test_full"]}, step=1)
+    tracker.client.set_tag(other_id, "sel.pid", dead_pid)
+    before = tracker.client.get_run(other_id)
+    ours = Checkpoint("baseline-seed42", {"width": 8}, [], folder=folder)
+    torch.save({"run": other.state_dict(), "mlflow_run_id": other_id, "owner": ours.owner, "format": FORMAT},
+               ours.path)
+    _seal(ours.path)
+    capsys.readouterr()
+
+    run = tiny_run("baseline")
+    assert open_run(tracker, run, ours, run.name, {}, {"experiment": "baseline", "seed": 42})
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and other_id in err and "seed 43" in err, err
+    run.run()
+    tracker.finish()
+    after = tracker.client.get_run(other_id)
+    assert (after.info.status, after.data.tags) == (before.info.status, before.data.tags)
+    assert len(tracker.client.get_metric_history(other_id, "acc/test_full")) == 1
+    assert tracker.run_id != other_id
+    assert tracker.client.get_run(tracker.run_id).data.tags["seed"] == "42"

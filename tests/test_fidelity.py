@@ -1,5 +1,5 @@
 """Our fast step held to the original's, step for step, the runner across phase boundaries, and
-the scorer drawn as the original draws it.
+the scorer drawn as the original draws it, and calibrated on as sorted with.
 
 Our step (fused Adam with a tensor learning rate, one flat gradient buffer, E/C and sparsity summed
 on the device) and the original's as `sel/speed/original.py` re-creates it (stock Adam, the learning rate
@@ -12,21 +12,25 @@ weights, BatchNorm statistics, Adam moments and step count, learning rate, loss,
 """
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from builders import make_arrays
+from pipeline import calibrate
 from sel.speed import original
 from sel.scoring.calibration import calibrate_gamma
 from sel.method.curriculum import Pools
 from sel.data.dataset import Cifar
 from sel.experiments.plan import ExperimentRun, make_trainer, plan
-from sel.config.params import ModelParams
+from sel.config.params import ModelParams, load_params
 from sel.train.model import fresh_model
 from sel.config.protocols import with_overrides
-from sel.scoring.scorer import scoring_trainer
+from sel.scoring.scorer import scoring_trainer, train_scorer
 from sel.train.training import DENSE, SEL, Trainer, unpack_sums
 
 CPU = torch.device("cpu")
@@ -218,3 +222,25 @@ def test_the_scorer_is_drawn_as_the_original_draws_it(scorer):
     assert same_weights(for_sort, for_calibrate)
     assert same_weights(for_sort, experiment) == (scorer == "shared")
     assert same_weights(experiment, fresh_model(SEED, ModelParams(width=4, pretrained=False), 10))  # seed, then the first draw
+
+
+def test_calibrate_uses_the_scorer_sort_trained(tmp_path, monkeypatch):
+    """With sort.scorer_epochs > 0, sort scores with a trained scorer, so calibrate computes gamma
+    on that trained scorer too (one model for both, as the original), not on the fresh one."""
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump({
+        "model": {"width": 4, "pretrained": False}, "train": {"device": "cpu", "batch_size": 16},
+        "sort": {"scorer_epochs": 1}, "calibrate": {"batch_size": 16, "mode": "train"}}))
+    Path("data").mkdir()
+    data = Cifar(*make_arrays(4, 2, seed=SEED))
+    data.save(Path("data/cifar10.npz"))
+    params = load_params()
+    calibrate.main([str(SEED)])
+
+    def gamma(epochs: int) -> float:
+        trainer = scoring_trainer(params, Cifar.load("data/cifar10.npz"), SEED)
+        train_scorer(trainer, epochs, "test")
+        return calibrate_gamma(trainer, 16, params.calibrate.percentile, "train")["gamma"]
+
+    written = json.loads(Path(f"data/seed{SEED}/gamma.json").read_text())["gamma"]
+    assert written == gamma(1) != gamma(0)

@@ -39,6 +39,11 @@ def test_params_yaml_holds_the_original_protocol():
     assert flatten(params)["sel.stages.4.start"] == 0.78
 
 
+def test_a_stage_group_may_be_empty():
+    """DVC's matrix then has no stage of that group."""
+    assert parse_params(with_value("train_stages.measured", [])).train_stages.measured == ()
+
+
 @pytest.mark.parametrize("key, value, named, allowed", [
     ("calibrate.percentile", 140, "calibrate.percentile", "below 100"),
     ("calibrate.percentile", 100, "calibrate.percentile", "would zero every gradient"),
@@ -68,6 +73,8 @@ def test_params_yaml_holds_the_original_protocol():
     ("model.widths", [64, 128], "model.widths", "3 integers >= 1"),
     ("model.widths", [64, 128, 128, 128], "model.widths", "3 integers >= 1"),
     ("model.widths", 64, "model.widths", "non-empty list"),
+    ("seeds", [], "seeds", "non-empty list"),  # only a stage group may be empty
+    ("sel.stages", [], "sel.stages", "non-empty list"),
     ("seeds", [42, 1.5], "seeds.1", "an integer"),
     ("seeds", [-1], "seeds", "integers from 0 to 2**32 - 1"),
     ("mlflow.experiment", " ", "mlflow.experiment", "must be 1 to 500 characters"),

@@ -27,10 +27,11 @@ LR_SCHEDULES = ("constant", "linear")
 Name = typing.NewType("Name", str)
 
 
-def _knob(default, help, check=None):
-    """A field with its help text and an optional check returning what is allowed, or None."""
+def _knob(default, help, check=None, may_be_empty=False):
+    """A field with its help text and an optional check returning what is allowed, or None;
+    `may_be_empty`: a list knob that may be [] (every other list may not)."""
     kw = {"default_factory": default} if callable(default) else {"default": default}
-    return field(**kw, metadata={"help": help, "check": check})
+    return field(**kw, metadata={"help": help, "check": check, "may_be_empty": may_be_empty})
 
 
 def _at_least(lo):
@@ -109,8 +110,11 @@ class SortParams:
     scorer: str = _knob("independent", "the model sort and calibrate score with: independent (the "
                         "original's: a draw no experiment starts from) | shared (the experiments' "
                         "initial weights)", _one_of("independent", "shared"))
-    scorer_epochs: int = _knob(0, "dense epochs for the scorer before scoring (0 = fresh model)",
-                               _at_least(0))
+    # calibrate trains the scorer again rather than reading sort's weights: the same seed and epochs
+    # give the same weights (CPU; on CUDA up to its kernels' nondeterminism) with no file between
+    # the two stages, and the epochs it runs again are counted (plan.prep_flops)
+    scorer_epochs: int = _knob(0, "dense epochs for the scorer before sort scores and calibrate calibrates "
+                               "with it, each stage training it alike (0 = fresh model)", _at_least(0))
 
 
 @dataclass(frozen=True)
@@ -297,10 +301,9 @@ DEFAULT_ATTRIBUTION = {
     "gradient_mask": ("sel95", "sel_dense_grads"),
     "mask_on_baseline": ("baseline_masked", "baseline"),
     "linear_lr": ("baseline_linear", "baseline"),
-    **{f"{name}_vs_dense_at_its_budget": (name, f"dense_at_{name}")
-       for name in ("sel95", "selective_50", "selective_25", "class_draw_50", "class_draw_25", "infobatch_r50",
-                    "infobatch_r70", "selective_50_every_step", "selective_50_constant",
-                    "class_draw_50_constant", "infobatch_r50_constant")},
+    # each method against its dense twin: one pair per experiment whose budget names another
+    **{f"{spec['budget']}_vs_dense_at_its_budget": (spec["budget"], name)
+       for name, spec in DEFAULT_EXPERIMENTS.items() if isinstance(spec.get("budget"), str)},
 }
 
 
@@ -314,14 +317,18 @@ class TrainStagesParams:
     executed FLOPs (InfoBatch's follow its losses: no plan holds them), after M's run of that
     seed, whose summary.json it depends on."""
 
-    dense: tuple[Name, ...] = _knob(lambda: DENSE_STAGE, "experiments trained by stage train_dense")
+    # a group may be empty (DVC's matrix then has no stage)
+    dense: tuple[Name, ...] = _knob(lambda: DENSE_STAGE, "experiments trained by stage train_dense",
+                                    may_be_empty=True)
     sel: tuple[Name, ...] = _knob(lambda: tuple(n for n in DEFAULT_EXPERIMENTS
                                                 if n not in DENSE_STAGE + BUDGET_STAGE + twins(MEASURED_STAGE)),
-                                  "experiments trained by stage train_sel (they read sel.*, pools, gamma)")
+                                  "experiments trained by stage train_sel (they read sel.*, pools, gamma)",
+                                  may_be_empty=True)
     budget: tuple[Name, ...] = _knob(lambda: BUDGET_STAGE, "experiments trained by stage train_budget (a "
-                                     "budget naming another experiment)")
+                                     "budget naming another experiment)", may_be_empty=True)
     measured: tuple[Name, ...] = _knob(lambda: MEASURED_STAGE, "methods whose dense twin (experiment "
-                                       "dense_at_<method>) stage train_measured trains at their measured FLOPs")
+                                       "dense_at_<method>) stage train_measured trains at their measured FLOPs",
+                                       may_be_empty=True)
 
     def trained(self, group: str) -> tuple[str, ...]:
         """The experiments stage train_<group> trains (train_measured: the listed methods' twins)."""
@@ -378,8 +385,9 @@ def _fail(key, value, problem):
     raise SelError(f"params: {key} = {shorten(repr(value))}: {problem}")
 
 
-def _coerce(value, tp, key):
-    """Check `value` against the annotation `tp`; return it converted (ints to floats, lists to tuples)."""
+def _coerce(value, tp, key, may_be_empty=False):
+    """Check `value` against the annotation `tp`; return it converted (ints to floats, lists to
+    tuples). A list must not be empty unless `may_be_empty` (its field's, see `_knob`)."""
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -388,7 +396,7 @@ def _coerce(value, tp, key):
             return None
         for option in options:
             if option is not type(None) and _matches(value, option):
-                return _coerce(value, option, key)
+                return _coerce(value, option, key, may_be_empty)
         _fail(key, value, f"must be {' or '.join(_TYPE_NAMES[o] for o in options)}")
     if tp is Name:
         if not isinstance(value, str):
@@ -405,8 +413,7 @@ def _coerce(value, tp, key):
         return {n: _coerce(v, item, f"{key}.{n}") for n, v in _keys(value, tp, key).items()}
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
-        # a stage group may be empty (DVC's matrix then has no stage); every other list may not
-        if not isinstance(value, list) or not (value or key.startswith("train_stages.")):
+        if not isinstance(value, list) or not (value or may_be_empty):
             _fail(key, value, "must be a non-empty list")
         return tuple(_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value))
     if not _matches(value, tp):
@@ -458,7 +465,7 @@ def _build(cls, raw, prefix):
         key = f"{prefix}.{f.name}" if prefix else f.name
         if f.name not in raw:
             continue
-        value = _coerce(raw[f.name], hints[f.name], key)
+        value = _coerce(raw[f.name], hints[f.name], key, f.metadata.get("may_be_empty", False))
         check = f.metadata.get("check")
         problem = check(value) if check and value is not None else None
         if problem:
@@ -649,7 +656,8 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
         "download": ["data.source", "data.md5", "data.train_per_class", "data.test_per_class",
                      "data.val_per_class"],
         "sort": ["model", "train.device", "train.lr", "train.batch_size", "sort"],
-        "calibrate": ["model", "train.device", "sort.scorer", "calibrate"],
+        "calibrate": ["model", "train.device", "train.lr", "train.batch_size", "sort.scorer", "sort.scorer_epochs",
+                      "calibrate"],
         "train_dense": run,
         "train_sel": run + ["sel"],
         # the budget counts a curriculum's sort and calibration passes (sort.scorer_epochs, calibrate.batch_size)

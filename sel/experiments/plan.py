@@ -145,13 +145,13 @@ def steps_flops(steps: list[tuple[int, bool]], batch_size: int, keep: float | No
 def prep_flops(spec: Experiment, params: Params, n_train: int, train: float, evaluation: float) -> float:
     """Executed FLOPs of the passes a run needs before it trains, which its own figures count
     (DESIGN.md, "Savings and budgets"): sort's (the scorer's dense epochs, then a forward of
-    every training image) where it reads the pools, calibrate's one forward/backward where it
-    reads gamma."""
+    every training image) where it reads the pools, calibrate's (the scorer's dense epochs again,
+    then one forward/backward) where it reads gamma."""
     flops = 0.0
     if needs_pools(spec):
         flops += n_train * (params.sort.scorer_epochs * train + evaluation)
     if needs_gamma(spec, params):
-        flops += params.calibrate.batch_size * train
+        flops += n_train * params.sort.scorer_epochs * train + params.calibrate.batch_size * train
     return flops
 
 

@@ -67,8 +67,9 @@ def open_run(tracker: Tracker, run: ExperimentRun, checkpoint: Checkpoint, name:
     """Start this training's MLflow run, or, from a checkpoint, go on with the run it names:
     restore the training state and log the epochs that finished before the kill but not yet
     reached the store, so that every epoch is there exactly once. A checkpoint not to resume
-    from (another's, or one that does not load) is set aside and the run it names left alone;
-    a run of this training whose process died is ended by `tracker.start`. The checkpoint's
+    from (another's, or one that does not load) is set aside and the run it names left alone, as
+    is a named run whose experiment or seed tag is not this training's (`tracker.resume`: a new
+    run takes the epochs); a run of this training whose process died is ended by `tracker.start`. The checkpoint's
     state if resumed, else None."""
     state = checkpoint.resume(run)
     held = None if state is None else tracker.resume(state["mlflow_run_id"], tags)

@@ -1,4 +1,4 @@
-"""gamma: the percentile of |grad| over one forward/backward of one batch on the fresh model.
+"""gamma: the percentile of |grad| over one forward/backward of one batch on the scorer (sort's model).
 
 As the original: the first `batch_size` training images in dataset order, augmented, plain
 cross-entropy, |grad| of every parameter pooled (conv, BatchNorm weight and bias, fc), the

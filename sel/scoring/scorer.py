@@ -15,7 +15,11 @@ shared       the paired arrangement: the scorer is the experiments' initial weig
 
 Sort and calibrate build the same scorer (as the original used one model for both). fp32
 whatever `train.precision` says, because gamma is compared with gradients down to 1e-6.
-`sort.scorer_epochs > 0` trains it densely first (in sort only).
+`sort.scorer_epochs > 0` trains it densely first, in both stages, so that both still use one
+model: calibrate trains it again the way sort does (same seed, same epochs: the same weights on
+CPU; on CUDA up to its kernels' nondeterminism) rather than read weights sort would have to
+save, which keeps the two stages independent; the repeated epochs are counted in the runs'
+FLOPs (sel/experiments/plan.py, prep_flops).
 """
 
 import sys
@@ -50,11 +54,11 @@ def scoring_trainer(params: Params, data: Cifar, seed: int) -> Trainer:
                    batch_size=params.train.batch_size, eval_batch_size=256, seed=seed)
 
 
-def train_scorer(trainer: Trainer, epochs: int, out=sys.stderr) -> None:
+def train_scorer(trainer: Trainer, epochs: int, stage: str, out=sys.stderr) -> None:
     """Dense epochs over every training image (Adam, training augmentation), a line each."""
     everything = torch.arange(len(trainer.train_set), device=trainer.device)
     for epoch in range(epochs):
         started = time.perf_counter()
         loss = trainer.train_epoch(everything, DENSE, measure_ec=False)[0].item() / len(everything)
-        print(f"[sort] scorer epoch {epoch + 1}/{epochs}: train loss {loss:.3f}, "
+        print(f"[{stage}] scorer epoch {epoch + 1}/{epochs}: train loss {loss:.3f}, "
               f"{time.perf_counter() - started:.1f}s", file=out, flush=True)

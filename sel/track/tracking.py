@@ -15,6 +15,7 @@ import re
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -104,7 +105,9 @@ class Tracker:
 
     def resume(self, run_id: str, tags: dict) -> set[int] | None:
         """Reopen a run of an interrupted training, with the tags of this attempt (its DVC
-        experiment, say); returns the epochs it already holds, or None when the run is gone."""
+        experiment, say); returns the epochs it already holds, or None when the run is gone or
+        is not this training's (its `experiment` or `seed` tag differs: a checkpoint's seal
+        proves its bytes intact, not who wrote them), which is then left untouched."""
         from mlflow.entities import RunTag
 
         try:
@@ -112,6 +115,12 @@ class Tracker:
         except Exception:
             return None
         if run.info.lifecycle_stage == "deleted" or run.info.experiment_id != self.experiment_id:
+            return None
+        theirs = {k: run.data.tags.get(k) for k in ("experiment", "seed")}
+        if theirs != {k: str(tags.get(k)) for k in theirs}:
+            print(f"not resuming MLflow run {run_id}: it is experiment {theirs['experiment']} seed "
+                  f"{theirs['seed']}, not {tags.get('experiment')} seed {tags.get('seed')}; starting a new run",
+                  file=sys.stderr, flush=True)
             return None
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
