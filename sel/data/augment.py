@@ -3,10 +3,9 @@
 Training (`augment`): crop4, the original's RandomCrop(32, padding=4) with zero padding, or
 translate2, airbench's random translation by up to 2 pixels of the reflection-padded image; each
 with RandomHorizontalFlip(p=0.5), then the official normalisation; evaluation: the normalisation
-alone. Images stay uint8 (N, 32, 32, 3)
-on the device; a batch is gathered, cropped and flipped in one indexing op, then normalised
-into NCHW float with channels-last memory (the permute gives that layout for free), or
-contiguous where the model runs contiguous (`device.memory_format`).
+alone. Images stay uint8 (N, 32, 32, 3) on the device; a batch is gathered, cropped and flipped in
+one indexing op, then normalised into NCHW float with channels-last memory (the permute gives that
+layout for free), or contiguous where the model runs contiguous (`device.memory_format`).
 """
 
 import torch
@@ -54,7 +53,7 @@ class Images:
         rows = dy + self.arange
         cols = dx + torch.where(flip, 31 - self.arange, self.arange)
         if self.reflect:  # padded position i is image position |i - p|, mirrored at the far edge
-            rows, cols = (31 - (31 - (rows - self.padding).abs()).abs() for rows in (rows, cols))
+            rows, cols = (31 - (31 - (i - self.padding).abs()).abs() for i in (rows, cols))
             crops = self.x[idx.view(n, 1, 1), rows.view(n, 32, 1), cols.view(n, 1, 32)]
         else:
             crops = self.padded[idx.view(n, 1, 1), rows.view(n, 32, 1), cols.view(n, 1, 32)]

@@ -3,7 +3,7 @@
 The uint8 data lives on the training device; crop, flip and normalisation run there on whole
 batches; training sets are index tensors; nothing inside a step reads a value back to the host:
 loss, accuracy, E/C and sparsity accumulate on the device and are read once per epoch. The
-per-batch learning rate of SEL is a tensor that the fused Adam reads on the device. So the step
+per-batch learning rate of SEL is a tensor that the fused optimizer reads on the device. So the step
 can be captured as a CUDA graph and replayed (`sel/train/graphs.py`, `train.cuda_graphs`).
 """
 
@@ -211,7 +211,7 @@ class Trainer:
 
     def prune_and_rewind(self, fraction: float) -> None:
         """Lottery: mask the smallest `fraction` of all weights, rewind to the initial state
-        (buffers too) and start a fresh Adam; weights are masked after each step from then on."""
+        (buffers too) and start a fresh optimizer; weights are masked after each step from then on."""
         self.mask = global_magnitude_mask(self.grads, fraction)
         self.model.load_state_dict(self.initial_state)
         self.optimizer = self.new_optimizer()
