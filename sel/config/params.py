@@ -84,13 +84,34 @@ class ModelParams:
                                     lambda v: None if len(v) == 3 and min(v) >= 1
                                     else "must be 3 integers >= 1")
     pretrained: bool = _knob(True, "resnet18: load ImageNet weights through torchvision (width 64 only)")
+    whiten_bias_epochs: int | None = _knob(None, "airbench: freeze the whitening conv's bias after this many "
+                                           "epochs of the run (airbench: 3; null: trained throughout)",
+                                           lambda v: None if v >= 0 else "must be >= 0, or null")
 
 
 @dataclass(frozen=True)
 class TrainParams:
     device: str = _knob("auto", "auto | cpu | cuda | cuda:N", _device)
     batch_size: int = _knob(64, "training batch size", _at_least(1))
-    lr: float = _knob(1e-3, "Adam learning rate", lambda v: None if v > 0 else "must be > 0")
+    lr: float = _knob(1e-3, "learning rate of the optimizer, for the batch's mean loss",
+                      lambda v: None if v > 0 else "must be > 0")
+    optimizer: str = _knob("adam", "adam (fused Adam, the original's) | sgd_nesterov (SGD with Nesterov "
+                           "momentum, airbench's)", _one_of("adam", "sgd_nesterov"))
+    momentum: float = _knob(0.85, "sgd_nesterov: momentum (airbench: 0.85)",
+                            lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    weight_decay: float = _knob(0.0, "sgd_nesterov: L2 weight decay, torch's (BatchNorm biases take it divided "
+                                "by bias_lr_scale, so lr * decay is the same for all, as airbench)", _at_least(0))
+    bias_lr_scale: float = _knob(1.0, "sgd_nesterov: BatchNorm biases train at lr times this (airbench's "
+                                 "bias_scaler: 64)", lambda v: None if v > 0 else "must be > 0")
+    label_smoothing: float = _knob(0.0, "label smoothing of the training loss (airbench: 0.2); E/C and the "
+                                   "selection losses stay plain", lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    augment: str = _knob("crop4", "crop4 (the original's: random crop of the zero-padded-by-4 image, flip) | "
+                         "translate2 (airbench's: reflection-padded by 2, flip)", _one_of("crop4", "translate2"))
+    warmup_fraction: float = _knob(0.0, "runs with lr_schedule linear: the lr rises linearly from 0 over this "
+                                   "fraction of the run's steps, then decays linearly to 0",
+                                   lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    tta: bool = _knob(False, "evaluation averages the logits of each image and its mirror (airbench's "
+                      "tta_level 1); the extra forwards count in compute/flops_eval_T")
     precision: str = _knob("auto", "auto | fp32 | bf16 (autocast)", _one_of("auto", "fp32", "bf16"))
     compile: str | bool = _knob("auto", "torch.compile: auto | true | false",
                                 _one_of("auto", True, False))

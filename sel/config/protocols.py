@@ -58,6 +58,32 @@ CPU_SEEDS = {
     "train_stages.measured": [name for name in MEASURED_STAGE if name not in SECOND_VIEWS],
 }
 
+def airbench_recipe(batch_size: int = 1024) -> dict:
+    """airbench94's recipe (KellerJordan/cifar10-airbench, legacy/airbench94.py) as overrides, for
+    a protocol to build on. airbench gives lr and weight decay per 1024 examples of a summed loss,
+    its lr divided by 1024 * (1 + 1 / (1 - momentum)) so that momentum does not change the step;
+    our loss is the batch's mean, so torch's lr is that times the batch, and the weight decay is
+    airbench's decay per step (0.0153 per 1024 examples, decoupled from the lr) over that lr."""
+    momentum = 0.85
+    lr = 11.5 * batch_size / (1024 * (1 + 1 / (1 - momentum)))
+    return {
+        "model.arch": "airbench",
+        "model.pretrained": False,
+        "model.widths": [64, 256, 256],     # airbench94's block1..3
+        "model.whiten_bias_epochs": 3,      # its whiten_bias_epochs
+        "train.optimizer": "sgd_nesterov",
+        "train.lr": lr,                     # 1.5 at batch 1024
+        "train.momentum": momentum,
+        "train.weight_decay": 0.0153 * batch_size / 1024 / 11.5,
+        "train.bias_lr_scale": 64.0,        # its bias_scaler (lr, not weight decay)
+        "train.label_smoothing": 0.2,
+        "train.batch_size": batch_size,
+        "train.augment": "translate2",      # flip + translate 2 with reflection
+        "train.warmup_fraction": 0.23,      # with lr_schedule linear; airbench starts at 0.2 x lr, ours at 0
+        "train.tta": True,                  # mirror (its tta_level 1; airbench94 runs level 2)
+    }
+
+
 PROTOCOLS = {"full": {}, "cpu-small": CPU_SMALL, "cpu-seeds": CPU_SEEDS}
 
 

@@ -87,10 +87,14 @@ def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int) -> Tr
     model = fresh_model(seed, params.model, len(data.classes), data.x_train)
     held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
     temperature = params.sel.temperature if spec.reads_sel else params.train.ec_temperature
-    return Trainer(model, data, held_out, device=device, precision=precision, lr=params.train.lr,
-                   batch_size=params.train.batch_size, eval_batch_size=params.train.eval_batch_size,
+    t = params.train
+    return Trainer(model, data, held_out, device=device, precision=precision, lr=t.lr,
+                   batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                    seed=seed, use_compile=compiled, temperature=temperature,
-                   cuda_graphs=resolve_cuda_graphs(params.train.cuda_graphs, device, compiled))
+                   cuda_graphs=resolve_cuda_graphs(t.cuda_graphs, device, compiled),
+                   optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay,
+                   bias_lr_scale=t.bias_lr_scale, label_smoothing=t.label_smoothing, augment=t.augment,
+                   warmup=t.warmup_fraction, tta=t.tta)
 
 
 def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | None, batch_size: int) -> None:
@@ -254,14 +258,18 @@ class ExperimentRun:
     validation split, its accuracy is taken as `Validation` says (`val_every`: train.val_every)."""
 
     def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str], out=sys.stderr,
-                 val_every: int | None = None, prep: tuple[float, float] = (0.0, 0.0)):
+                 val_every: int | None = None, prep: tuple[float, float] = (0.0, 0.0),
+                 freeze_whiten_after: int | None = None):
         """`prep`: (executed FLOPs, seconds) of the passes the run needed before it trains (sort,
-        calibrate: `prep_flops`), counted in its totals from the start."""
+        calibrate: `prep_flops`), counted in its totals from the start. `freeze_whiten_after`:
+        airbench's whitening bias is held from that epoch on (model.whiten_bias_epochs)."""
         self.name, self.trainer, self.phases, self.classes, self.out = name, trainer, phases, classes, out
         self.schedule = [(phase, k) for phase in phases for k in range(phase.epochs)]
         self.planned = run_steps(phases, trainer.batch_size)
         self.n_params = n_params(trainer.model)
         self.train_flops, self.eval_flops = flops_per_image(trainer.model)
+        self.test_flops = self.eval_flops * (2 if trainer.tta else 1)  # an evaluated image's forwards
+        self.freeze_whiten_after = freeze_whiten_after
         self.rows: list[dict] = []
         self.done = 0
         flops, seconds = prep
@@ -290,6 +298,8 @@ class ExperimentRun:
         if phase.update == MASKED and trainer.mask is None:
             trainer.prune_and_rewind(phase.prune_fraction)
             started = time.perf_counter()  # the original starts its clock after the rewind
+        if self.freeze_whiten_after is not None and self.done >= self.freeze_whiten_after:
+            trainer.freeze(trainer.model.whiten.bias)
         validation = self.validation if phase.recorded else None
         if validation:
             validation.begin_epoch()
@@ -326,7 +336,7 @@ class ExperimentRun:
         start = self._spent()
         self.totals["train_time_s"] += self.training_clock.seconds()
         if validation:
-            self.totals["flops_eval"] += self.eval_flops * len(trainer.val_set) * len(validation.pending)
+            self.totals["flops_eval"] += self.test_flops * len(trainer.val_set) * len(validation.pending)
         tested = len(sums) + 2 + len(self.classes)  # evaluate's figures; the validation accuracies follow
         row = self._row(phase, train, unpack_evaluation(values[len(sums):tested]), steps, seconds)
         if validation:
@@ -363,7 +373,7 @@ class ExperimentRun:
         t = self.totals
         t["flops_proxy"] += proxy_flops(self.n_params, sparsity, trained)
         t["flops_executed"] += steps_flops(steps, batch_size, phase.keep, self.train_flops, self.eval_flops)
-        t["flops_eval"] += self.eval_flops * len(self.trainer.test_set)
+        t["flops_eval"] += self.test_flops * len(self.trainer.test_set)
         t["time_s"] += seconds
         row = {"epoch": len(self.rows) + 1, "schedule/stage": phase.stage,
                "acc/train_acc": train["correct"] / images, "loss/train_loss": train["loss"] / images,

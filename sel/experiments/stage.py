@@ -149,7 +149,9 @@ def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
     trainer = make_trainer(params, data, spec, seed)
     train_flops, eval_flops = flops_per_image(trainer.model)
     prep = (prep_flops(spec, params, len(data.y_train), train_flops, eval_flops), prep_seconds)
-    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, val_every=params.train.val_every, prep=prep)
+    freeze = params.model.whiten_bias_epochs if params.model.arch == "airbench" else None
+    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, val_every=params.train.val_every, prep=prep,
+                        freeze_whiten_after=freeze)
     logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
     if gamma is not None:
         logged["gamma"] = gamma

@@ -3,7 +3,7 @@
 The uint8 data lives on the training device; crop, flip and normalisation run there on whole
 batches; training sets are index tensors; nothing inside a step reads a value back to the host:
 loss, accuracy, E/C and sparsity accumulate on the device and are read once per epoch. The
-per-batch learning rate of SEL is a tensor that the fused Adam reads on the device. So the step
+per-batch learning rate of SEL is a tensor that the fused optimizer reads on the device. So the step
 can be captured as a CUDA graph and replayed (`sel/train/graphs.py`, `train.cuda_graphs`).
 """
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sel.data.augment import Images
+from sel.data.augment import AUGMENT, Images
 from sel.method.curriculum import epoch_order
 from sel.data.dataset import Cifar
 from sel.train.device import autocast, exact_fp32, memory_format
@@ -81,7 +81,10 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data: Cifar, held_out: np.ndarray, *, device: torch.device,
                  precision: str, lr: float, batch_size: int, eval_batch_size: int, seed: int,
-                 temperature: float = 1.5, use_compile: bool = False, cuda_graphs: bool = False):
+                 temperature: float = 1.5, use_compile: bool = False, cuda_graphs: bool = False,
+                 optimizer: str = "adam", momentum: float = 0.85, weight_decay: float = 0.0,
+                 bias_lr_scale: float = 1.0, label_smoothing: float = 0.0, augment: str = "crop4",
+                 warmup: float = 0.0, tta: bool = False):
         if precision == "fp32":
             exact_fp32(device)
         self.device, self.precision = device, precision
@@ -91,13 +94,17 @@ class Trainer:
         # triggering a recompile for each new size.
         self.compiled = torch.compile(self.model) if use_compile else None
         self.n_classes = len(data.classes)
-        self.train_set = Images(data.x_train, data.y_train, device, self.layout)
+        self.train_set = Images(data.x_train, data.y_train, device, self.layout, **AUGMENT[augment])
         self.test_set = Images(data.x_test, data.y_test, device, self.layout)
         self.val_set = Images(data.x_val, data.y_val, device, self.layout) if len(data.y_val) else None
         self.on_step = None  # called with a step's images before it runs (mid-epoch validation)
         self.held_out = torch.as_tensor(held_out, device=device)
         self.base_lr, self.batch_size, self.eval_batch_size = lr, batch_size, eval_batch_size
         self.temperature, self.seed = temperature, seed
+        self.recipe = {"optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
+                       "bias_lr_scale": bias_lr_scale}
+        self.label_smoothing, self.warmup, self.tta = label_smoothing, warmup, tta
+        self.frozen: list[int] = []  # indices into grads.params of parameters held at their value
         self.generator = torch.Generator(device).manual_seed(seed)
         self.initial_state = copy.deepcopy(self.model.state_dict())
         self.grads = FlatGrads(list(self.model.parameters()))
@@ -127,16 +134,36 @@ class Trainer:
         self.graphs = StepGraphs(self._step, device) if cuda_graphs else None
         self.optimizer = self.new_optimizer()
 
-    def new_optimizer(self) -> torch.optim.Adam:
+    def new_optimizer(self) -> torch.optim.Optimizer:
         """Fused Adam: keeps its step count on the device and takes a tensor learning rate
-        (`capturable` lets a CUDA graph hold its step)."""
+        (`capturable` lets a CUDA graph hold its step). Or fused SGD with Nesterov momentum
+        (airbench's; it has no step count, so no `capturable`; fused runs on the CPU and CUDA),
+        its BatchNorm biases in a second group at lr * bias_lr_scale and weight decay /
+        bias_lr_scale (airbench's bias_scaler: the decay per step stays lr * weight_decay)."""
         if self.graphs is not None:
             self.graphs.reset()
-        lr = torch.tensor(self.base_lr, device=self.device)
-        return torch.optim.Adam(self.grads.params, lr=lr, fused=True, capturable=self.graphs is not None)
+        r = self.recipe
+        if r["optimizer"] == "adam":
+            lr = torch.tensor(self.base_lr, device=self.device)
+            return torch.optim.Adam(self.grads.params, lr=lr, fused=True, capturable=self.graphs is not None)
+        scale, wd = r["bias_lr_scale"], r["weight_decay"]
+        biases = {id(m.bias) for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                  and m.bias is not None} if scale != 1 else set()
+        trained = [p for p in self.grads.params if p.requires_grad]  # not airbench's fixed whitening
+        groups = [{"params": [p for p in trained if id(p) not in biases], "lr_scale": 1.0, "weight_decay": wd},
+                  {"params": [p for p in trained if id(p) in biases], "lr_scale": scale,
+                   "weight_decay": wd / scale}]
+        for group in groups:
+            group["lr"] = torch.tensor(self.base_lr * group["lr_scale"], device=self.device)
+        return torch.optim.SGD([g for g in groups if g["params"]], momentum=r["momentum"], nesterov=True,
+                               fused=True)
 
     def set_lr(self, lr: torch.Tensor | float) -> None:
-        self.optimizer.param_groups[0]["lr"].copy_(torch.as_tensor(lr))
+        """Every group's lr, on the device: `lr` times the group's scale (BatchNorm biases)."""
+        lr = torch.as_tensor(lr)
+        for group in self.optimizer.param_groups:
+            scale = group.get("lr_scale", 1.0)
+            group["lr"].copy_(lr if scale == 1 else lr * scale)
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs to go on exactly as an uninterrupted one."""
@@ -162,7 +189,9 @@ class Trainer:
         self.mask = None if state["mask"] is None else Mask(self.grads, state["mask"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.graphs is not None:  # the loaded state holds new tensors, and maybe capturable=False
-            self.optimizer.param_groups[0]["capturable"] = True
+            for group in self.optimizer.param_groups:
+                if "capturable" in group:
+                    group["capturable"] = True
             self.graphs.reset()
         self.class_e.copy_(state["class_e"])
         history = state.get("loss_history")
@@ -172,9 +201,17 @@ class Trainer:
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
 
+    def freeze(self, param: nn.Parameter) -> None:
+        """Hold `param` at its value from the next step on (a new graph: the step changed)."""
+        i = next(i for i, p in enumerate(self.grads.params) if p is param)
+        if i not in self.frozen:
+            self.frozen.append(i)
+            if self.graphs is not None:
+                self.graphs.reset()
+
     def prune_and_rewind(self, fraction: float) -> None:
         """Lottery: mask the smallest `fraction` of all weights, rewind to the initial state
-        (buffers too) and start a fresh Adam; weights are masked after each step from then on."""
+        (buffers too) and start a fresh optimizer; weights are masked after each step from then on."""
         self.mask = global_magnitude_mask(self.grads, fraction)
         self.model.load_state_dict(self.initial_state)
         self.optimizer = self.new_optimizer()
@@ -272,12 +309,12 @@ class Trainer:
             logits = self._forward(x, len(y) == self.batch_size)
         if weighted:
             ids = self.batch_ids[:len(y)]
-            losses = F.cross_entropy(logits.float(), y, reduction="none")
+            losses = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=self.label_smoothing)
             self.scores.index_copy_(0, ids, losses.detach())
             loss = (losses * self.image_weight[ids]).mean()
             mean_loss = losses.detach().mean()  # what the epoch's train loss records: unweighted
         else:
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
             mean_loss = loss.detach()
         # remember the first step whose loss is NaN or infinite, without reading it back
         t["bad_step"].copy_(torch.where((t["bad_step"] < 0) & ~torch.isfinite(loss.detach()),
@@ -301,6 +338,8 @@ class Trainer:
         if update == MASKED:
             self.mask.apply_to_weights()
         with torch.no_grad():
+            for i in self.frozen:  # back to its value before the step: momentum and decay moved it
+                params[i].copy_(self.before_views[i])
             torch._foreach_sub_(self.before_views, params)
             t["changed"].add_(self.before.count_nonzero() / self.grads.numel)
         self.grads.zero()
@@ -310,9 +349,15 @@ class Trainer:
         """lr * (1 - done) * (1 + lr_loss_scale * loss) on the device, `done` the fraction of the
         linear decay behind this step (`lr_line`: for a run of T steps, t / T at step t, 0-based;
         no decay unless `decays`). The last step runs at lr / T and the line reaches zero as the
-        run ends, so every step moves the weights (Li et al. 2020)."""
+        run ends, so every step moves the weights (Li et al. 2020). With a `warmup` fraction w the
+        line first rises from 0 to 1 over done < w, then decays from 1 to 0 over the rest."""
         lr = self.base_lr * (1 + lr_loss_scale * loss)
-        return lr * (1 - self.lr_start - self.step_index * self.lr_slope) if decays else lr
+        if not decays:
+            return lr
+        if not self.warmup:
+            return lr * (1 - self.lr_start - self.step_index * self.lr_slope)
+        done = self.lr_start + self.step_index * self.lr_slope
+        return lr * torch.minimum(done / self.warmup, (1 - done) / (1 - self.warmup))
 
     def _record(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, measure_ec: bool) -> None:
         """Add a batch's loss (its mean `loss` times its images), correct predictions and E/C."""
@@ -350,8 +395,11 @@ class Trainer:
         self.model.eval()
         correct = []
         for batch in torch.arange(len(images), device=self.device).split(self.eval_batch_size):
+            x, full = images.plain(batch), len(batch) == self.eval_batch_size
             with autocast(self.device, self.precision):
-                logits = self._forward(images.plain(batch), len(batch) == self.eval_batch_size)
+                logits = self._forward(x, full)
+                if self.tta:  # the mean logits of the image and its mirror
+                    logits = (logits.float() + self._forward(x.flip(3), full).float()) / 2
             correct.append(logits.argmax(1) == images.y[batch])
         return torch.cat(correct).float()
 

@@ -1,0 +1,127 @@
+"""airbench's training recipe as train knobs (issue 28): SGD with Nesterov momentum and a BatchNorm
+bias lr scale, label smoothing, translate2, a warm-up before the linear decay, mirror TTA, the
+whitening bias held after N epochs; each step still reads nothing back."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.nn import functional as F
+
+from builders import make_arrays
+from conftest import ROOT
+from sel.config.params import ModelParams, parse_params
+from sel.config.protocols import airbench_recipe, with_overrides
+from sel.core.errors import SelError
+from sel.data.augment import AUGMENT, Images
+from sel.data.dataset import Cifar, held_out_indices
+from sel.experiments.plan import ExperimentRun, Phase
+from sel.method.flops import flops_per_image
+from sel.speed.bench import SyncCounter
+from sel.train.model import fresh_model
+from sel.train.training import DENSE, Rule, Trainer
+
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+DATA = Cifar(*make_arrays(10, 2))  # 100 training images, 10 per class
+AIRBENCH = ModelParams(arch="airbench", widths=(8, 8, 8), pretrained=False)
+SGD = {"optimizer": "sgd_nesterov", "momentum": 0.85, "weight_decay": 1e-3, "bias_lr_scale": 64.0}
+
+
+def trainer(**recipe) -> Trainer:
+    return Trainer(fresh_model(0, AIRBENCH, 10, DATA.x_train), DATA, held_out_indices(DATA.y_test, 1, 10),
+                   device=torch.device("cpu"), precision="fp32", lr=0.1, batch_size=16, eval_batch_size=64,
+                   seed=0, **recipe)
+
+
+def test_sgd_nesterov_trains_batchnorm_biases_at_the_scaled_lr():
+    t = trainer(**SGD)
+    plain, biases = t.optimizer.param_groups
+    assert isinstance(t.optimizer, torch.optim.SGD) and plain["nesterov"] and plain["momentum"] == 0.85
+    bn = {id(m.bias) for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert {id(p) for p in biases["params"]} == bn
+    assert id(t.model.whiten.weight) not in {id(p) for p in plain["params"]}  # fixed by the data: no decay
+    assert biases["weight_decay"] == pytest.approx(1e-3 / 64)
+    t.set_lr(torch.tensor(0.5))
+    assert plain["lr"].item() == pytest.approx(0.5) and biases["lr"].item() == pytest.approx(32.0)
+
+
+def test_label_smoothing_is_torchs():
+    t = trainer(label_smoothing=0.2)
+    x, y = t.train_set.plain(torch.arange(16)), t.train_set.y[:16]
+    expected = F.cross_entropy(copy.deepcopy(t.model)(x), y, label_smoothing=0.2)
+    assert expected.item() != pytest.approx(F.cross_entropy(copy.deepcopy(t.model)(x), y).item())
+    t._step(x, y, Rule(DENSE, False, 0.0, None, False, None))
+    assert t.sum_parts["loss"].item() / 16 == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_translate2_moves_images_by_at_most_two_pixels_with_reflection():
+    x = np.arange(32 * 32 * 3, dtype=np.int64).reshape(1, 32, 32, 3) % 251
+    images = Images(np.repeat(x, 400, 0).astype(np.uint8), np.zeros(400, dtype=np.int64), torch.device("cpu"),
+                    torch.contiguous_format, **AUGMENT["translate2"])
+    out = images.augmented(torch.arange(400), torch.Generator().manual_seed(0))
+    base = images.plain(torch.arange(1))[0]
+    padded = F.pad(base[None], (2, 2, 2, 2), mode="reflect")[0]
+    seen = set()
+    for img in out:
+        match = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                 if torch.equal(img, (lambda c: c.flip(2) if f else c)(padded[:, dy:dy + 32, dx:dx + 32]))]
+        assert match, "not a reflection-padded crop within 2 pixels"
+        seen.add(match[0])
+    assert len(seen) == 50  # every offset and flip is drawn
+
+
+def test_the_warmup_rises_to_the_base_lr_then_decays_to_zero():
+    t = trainer(warmup=0.25)
+    t.lr_slope.fill_(1 / 100)
+    for step, factor in [(0, 0.0), (10, 0.4), (25, 1.0), (50, 50 / 75), (99, 1 / 75)]:
+        t.step_index.fill_(step)
+        assert t.step_lr(torch.tensor(0.0), 0.0, True).item() == pytest.approx(0.1 * factor, rel=1e-5, abs=1e-9)
+
+
+def test_tta_averages_the_mirror_and_counts_two_forwards_an_image():
+    runs = []
+    for tta in (False, True):
+        t = trainer(tta=tta)
+        run = ExperimentRun("tta", t, [Phase("dense", 1, np.arange(100), 0)], DATA.classes, out=None)
+        runs.append(run.step())
+    _, eval_flops = flops_per_image(trainer().model)
+    assert runs[0]["compute/flops_eval_T"] * 1e12 == pytest.approx(eval_flops * len(DATA.y_test))
+    assert runs[1]["compute/flops_eval_T"] == pytest.approx(2 * runs[0]["compute/flops_eval_T"])
+
+
+def test_the_whitening_bias_is_held_after_its_epochs():
+    t = trainer(**SGD)
+    run = ExperimentRun("freeze", t, [Phase("dense", 3, np.arange(100), 0)], DATA.classes, out=None,
+                        freeze_whiten_after=1)
+    run.step()
+    held = t.model.whiten.bias.detach().clone()
+    assert not torch.equal(held, torch.zeros_like(held))  # it trained in epoch 1
+    run.step()
+    run.step()
+    assert torch.equal(t.model.whiten.bias, held)
+
+
+def test_a_step_of_the_recipe_reads_nothing_back():
+    t = trainer(**SGD, label_smoothing=0.2, augment="translate2", warmup=0.2)
+    with SyncCounter() as counter:
+        t.train_epoch(torch.arange(100), lr_line=(0.0, 1 / 7), weighted=True)
+    assert counter.count == 0
+
+
+@pytest.mark.parametrize("key, value", [("label_smoothing", 1.0), ("label_smoothing", -0.1),
+                                        ("optimizer", "lion"), ("batch_size", 0), ("momentum", 1.0),
+                                        ("momentum", -0.1), ("augment", "crop2"), ("warmup_fraction", 1.0)])
+def test_bad_recipe_values_are_refused_in_one_line(key, value):
+    raw = copy.deepcopy(RAW)
+    raw["train"][key] = value
+    with pytest.raises(SelError) as error:
+        parse_params(raw)
+    assert f"train.{key}" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_airbench_recipe_parses():
+    p = with_overrides(RAW, airbench_recipe())
+    assert (p.model.arch, p.train.optimizer, p.train.batch_size) == ("airbench", "sgd_nesterov", 1024)
+    assert p.train.lr == pytest.approx(1.5, rel=1e-4)
