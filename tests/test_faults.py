@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from builders import make_arrays, write_class_folders
-from conftest import run
+from conftest import ROOT, env_for_stages, run
 from sel.core.errors import SelError
 from sel.core.files import staged_outputs
 from sel.train.checkpoint import Checkpoint
@@ -19,7 +19,8 @@ from sel.train.checkpoint import Checkpoint
 def stage(tmp_path, module, params: dict, *args, timeout=120):
     """`python -m module` in a bare folder holding only params.yaml; its one error line."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = run([sys.executable, "-m", module, *args], tmp_path, check=False, timeout=timeout)
+    env = {**env_for_stages(), "PYTHONPATH": str(ROOT)}  # the stage scripts, from this checkout
+    out = run([sys.executable, "-m", module, *args], tmp_path, check=False, timeout=timeout, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().count("\n") == 0, out.stderr
     return out.stderr.strip()

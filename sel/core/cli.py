@@ -50,9 +50,12 @@ def stage_args(argv: list[str], usage: str, items: dict[str, list[str]]) -> list
     return items[name]
 
 
-def shorten(text: str, limit: int = 80) -> str:
-    """`text` cut to a readable length for an error message."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+def shorten(text: str, limit: int = 120) -> str:
+    """`text` cut to a readable length for an error message: its start and its end (a path's
+    file name is at its end), and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}...{text[-(limit // 2):]} ({len(text)} characters)"
 
 
 def seed_arg(argv: list[str], usage: str) -> int:

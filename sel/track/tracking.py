@@ -117,7 +117,7 @@ class Tracker:
         if run.info.lifecycle_stage == "deleted" or run.info.experiment_id != self.experiment_id:
             return None
         theirs = {k: run.data.tags.get(k) for k in ("experiment", "seed")}
-        if theirs != {k: str(tags.get(k)) for k in theirs}:
+        if theirs != {k: None if tags.get(k) is None else str(tags[k]) for k in theirs}:
             print(f"not resuming MLflow run {run_id}: it is experiment {theirs['experiment']} seed "
                   f"{theirs['seed']}, not {tags.get('experiment')} seed {tags.get('seed')}; starting a new run",
                   file=sys.stderr, flush=True)
