@@ -12,7 +12,7 @@ from sel.core.files import json_text, staged_outputs
 from sel.config.params import load_params
 from sel.report.summary import classes_of, headline, long_curves, markdown, mean_curves, mlflow_metrics, summarise
 from sel.report.runs import protocol, read_runs
-from sel.report.results_page import class_rows, write_results_page
+from sel.report.results_page import class_rows, group_of, write_results_page
 from sel.report.summary_figure import summary_figure
 from sel.track.tracking import Tracker, run_tags
 
@@ -42,7 +42,8 @@ def main():
         md.write_text(markdown(summary, caption, held_out_is_test_set=whole_test_set))
         head.write_text(json_text(headline(summary)))
         summary_figure(curves, summary, caption, png, svg)
-        write_results_page(curves, summary, classes, caption, md.read_text(), page)
+        write_results_page(curves, summary, classes, caption, md.read_text(), page,
+                           {name: group_of(name, params.experiments[name]) for name in names})
         long_curves(curves).to_csv(lines, index=False)
         class_rows(curves, classes).to_csv(per_class, index=False)
         for (mean, _), path in zip(curves.values(), cs):

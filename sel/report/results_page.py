@@ -28,6 +28,25 @@ LINES = [("acc/test_full", "Full test accuracy", "accuracy", ".1%"),
          ("compute/time_s", "Cumulative training time", "seconds", ".1f")]
 
 
+# The groups a reader toggles on the page, in order: the original's four experiments, the
+# controls that take SEL apart, the methods whose savings are executed, and the dense runs at
+# other experiments' budgets (the dense frontier the methods are judged against).
+GROUPS = ("original", "control", "method", "dense twin")
+ORIGINALS = ("baseline", "lottery", "sel95", "warmup_sel")
+METHOD_KNOBS = ("selective_keep", "class_draw", "infobatch_prune")
+
+
+def group_of(name: str, spec) -> str:
+    """The page's group of experiment `name` with knobs `spec` (params.yaml's experiment)."""
+    if name in ORIGINALS:
+        return "original"
+    if isinstance(getattr(spec, "budget", None), str):
+        return "dense twin"
+    if any(getattr(spec, knob, None) is not None for knob in METHOD_KNOBS):
+        return "method"
+    return "control"
+
+
 def _finite(v):
     return v if isinstance(v, (int, str)) or (v is not None and math.isfinite(v)) else None
 
@@ -40,17 +59,29 @@ def _with_gap(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(gap=frame["acc/train_acc"] - frame["acc/test_full"])
 
 
-def line_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
-    """epoch, experiment, metric, mean, lo, hi: every per-epoch panel's data in one long table
-    (lo/hi: the 95% band over seeds; the gap has none)."""
+def line_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], groups: dict[str, str]) -> pd.DataFrame:
+    """epoch, experiment, group, metric, mean, lo, hi: every per-epoch panel's data in one long
+    table (lo/hi: the 95% band over seeds; the gap has none)."""
     parts = []
     for name, (mean, half) in curves.items():
         mean, half = _with_gap(mean), half.assign(gap=0.0)
         for col, *_ in LINES:
-            parts.append(pd.DataFrame({"epoch": mean["epoch"], "experiment": label(name), "metric": col,
-                                       "mean": mean[col], "lo": mean[col] - half[col],
+            parts.append(pd.DataFrame({"epoch": mean["epoch"], "experiment": label(name), "group": groups[name],
+                                       "metric": col, "mean": mean[col], "lo": mean[col] - half[col],
                                        "hi": mean[col] + half[col]}))
     return pd.concat(parts, ignore_index=True)
+
+
+def _toggles() -> tuple[list[dict], dict]:
+    """(the params, the filter) by which a chart shows only the groups ticked on the page: one
+    boolean signal per group, which the page's checkboxes set in every chart at once."""
+    params = [{"name": _signal(g), "value": True} for g in GROUPS]
+    test = " || ".join(f"(datum.group == {json.dumps(g)} && {_signal(g)})" for g in GROUPS)
+    return params, {"filter": test}
+
+
+def _signal(group: str) -> str:
+    return "show_" + group.replace(" ", "_")
 
 
 def class_rows(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], classes: list[str]) -> pd.DataFrame:
@@ -99,16 +130,18 @@ def line_chart(rows: list[dict], boundaries: list[dict], systems: list[str], tit
     tooltip = [{"field": "experiment"}, {"field": "epoch"},
                {"field": "mean", "format": fmt}, {"field": "lo", "title": "95% low", "format": fmt},
                {"field": "hi", "title": "95% high", "format": fmt}]
+    toggles, shown = _toggles()
     return {
         "$schema": SCHEMA, "title": title, "width": 420, "height": 250,
+        "params": toggles,
         "layer": [
-            {"data": {"values": rows}, "mark": {"type": "area"},
+            {"data": {"values": rows}, "transform": [shown], "mark": {"type": "area"},
              "encoding": {"x": _epoch_axis(), "y": {**y, "field": "lo"}, "y2": {"field": "hi"},
                           "color": _colour(systems), "opacity": band}},
-            {"data": {"values": rows}, "mark": {"type": "line", "strokeWidth": 2},
+            {"data": {"values": rows}, "transform": [shown], "mark": {"type": "line", "strokeWidth": 2},
              "params": [{"name": "pick", "select": {"type": "point", "fields": ["experiment"]}, "bind": "legend"}],
              "encoding": {"x": _epoch_axis(), "y": y, "color": _colour(systems), "opacity": pick}},
-            {"data": {"values": rows}, "mark": {"type": "point", "filled": True, "size": 28},
+            {"data": {"values": rows}, "transform": [shown], "mark": {"type": "point", "filled": True, "size": 28},
              "encoding": {"x": _epoch_axis(), "y": y, "color": _colour(systems), "opacity": pick,
                           "tooltip": tooltip}},
             {"data": {"values": boundaries or [{"at": None, "what": None}]},
@@ -149,8 +182,10 @@ def per_class_accuracy(rows: list[dict], systems: list[str], classes: list[str])
         if r["epoch"] >= last.get(r["experiment"], 0):
             last[r["experiment"]] = r["epoch"]
     final = [r for r in rows if r["epoch"] == last[r["experiment"]]]
+    toggles, shown = _toggles()
     return {"$schema": SCHEMA, "title": "Per-class accuracy at the last epoch (full test set)",
-            "width": 880, "height": 250, "data": {"values": final}, "mark": "bar",
+            "width": 880, "height": 250, "data": {"values": final}, "params": toggles, "transform": [shown],
+            "mark": "bar",
             "encoding": {"x": {"field": "class", "type": "nominal", "sort": classes, "title": None},
                          "xOffset": {"field": "experiment", "sort": systems},
                          "y": {"field": "class_acc", "type": "quantitative", "title": "accuracy",
@@ -176,13 +211,14 @@ COSTS = [("compute/flops_executed_T", "executed training FLOPs (T)", ".4g"),
          ("train_s", "training time (s)", ".0f")]
 
 
-def scatter_rows(summary: dict) -> list[dict]:
+def scatter_rows(summary: dict, groups: dict[str, str] | None = None) -> list[dict]:
     """Per experiment: final accuracy, FLOPs saved (both measures), executed FLOPs, time and
-    training time, with 95% intervals; `front:<cost>` says whether it is on that cost's
-    Pareto front."""
+    training time, with 95% intervals, and its page group; `front:<cost>` says whether it is on
+    that cost's Pareto front."""
     out = []
     for e in summary["experiments"]:
-        row = {"experiment": e["system"], "n": len(e["seeds"])}
+        group = (groups or {}).get(e["experiment"]) or group_of(e["experiment"], None)
+        row = {"experiment": e["system"], "group": group, "n": len(e["seeds"])}
         points = {m: _point(e, m) for m in ("acc/test_full", "compute/saved_proxy_pct",
                                             "compute/saved_executed_pct", "compute/time_s",
                                             "compute/flops_executed_T")}
@@ -237,8 +273,9 @@ def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
         x = {"field": saved, "type": "quantitative", "title": title, "scale": {"domain": [-5, 105]}}
         return {"width": 420, "height": 260, "layer": _accuracy_points(x, ".1f", systems)}
 
+    toggles, shown = _toggles()
     return {"$schema": SCHEMA, "title": "Accuracy against FLOPs saved vs the baseline (95% intervals)",
-            "data": {"values": rows},
+            "data": {"values": rows}, "params": toggles, "transform": [shown],
             "hconcat": [panel("compute/saved_proxy_pct", "FLOPs saved, original's proxy (%)"),
                         panel("compute/saved_executed_pct", "FLOPs saved, executed (%)")]}
 
@@ -251,8 +288,9 @@ def accuracy_vs_cost(rows: list[dict], systems: list[str], cost: str, title: str
     front = sorted((r for r in rows if r[f"front:{cost}"]), key=lambda r: r[cost])
     line = {"data": {"values": front}, "mark": {"type": "line", "color": "#555", "strokeDash": [6, 3]},
             "encoding": {"x": x, "y": ACCURACY, "order": {"field": cost, "type": "quantitative"}}}
+    toggles, shown = _toggles()
     return {"$schema": SCHEMA, "title": f"Accuracy against {title}: Pareto front (95% intervals)",
-            "width": 420, "height": 260, "data": {"values": rows},
+            "width": 420, "height": 260, "data": {"values": rows}, "params": toggles, "transform": [shown],
             "layer": [line, *_accuracy_points(x, fmt, systems, [{"field": f"front:{cost}", "title": "on the front"}])]}
 
 
@@ -270,24 +308,58 @@ def summary_bars(rows: list[dict], systems: list[str]) -> dict:
                                           "y": {"field": f"{field}_lo", "type": "quantitative"},
                                           "y2": {"field": f"{field}_hi"}}}]}
 
+    toggles, shown = _toggles()
     return {"$schema": SCHEMA, "title": "Summary: final accuracy and training time (95% intervals)",
-            "data": {"values": rows},
+            "data": {"values": rows}, "params": toggles, "transform": [shown],
             "hconcat": [panel("acc/test_full", "full test accuracy", ".0%"),
                         panel("compute/time_s", "training time (s)", ".0f")]}
 
 
-def charts(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, classes: list[str]) -> list[dict]:
-    """Every chart of the page, as Vega-Lite specs, in reading order."""
+def time_to_accuracy_chart(summary: dict, systems: list[str], groups: dict[str, str]) -> dict:
+    """Time to accuracy as a matrix, experiment by target: each cell the executed training FLOPs
+    spent to reach the target, as a multiple of the baseline's (its colour) and in TFLOPs (its
+    text), or how many seeds got there when not every one did."""
+    rows = summary.get("time_to_accuracy", [])
+    base = {r["target"]: r["compute/flops_executed_T"] for r in rows if r["experiment"] == "baseline"}
+    cells = []
+    for r in rows:
+        spent, ref = r["compute/flops_executed_T"], base.get(r["target"])
+        cells.append({"experiment": label(r["experiment"]), "group": groups.get(r["experiment"], "control"),
+                      "target": f"{r['target']:.0%} ({r['accuracy']:.1%})",
+                      "ratio": spent["mean"] / ref["mean"] if spent and ref else None,
+                      "text": f"{spent['mean']:.3g} T" if spent else f"{len(r['reached'])}/{len(r['seeds'])} seeds"})
+    toggles, shown = _toggles()
+    y = {"field": "experiment", "type": "nominal", "sort": systems, "title": None}
+    x = {"field": "target", "type": "ordinal", "title": "validation accuracy reached (of the baseline's final)"}
+    return {"$schema": SCHEMA, "title": "Time to accuracy: executed FLOPs to first reach each target",
+            "data": {"values": cells}, "params": toggles, "transform": [shown], "width": 420,
+            "layer": [{"mark": "rect", "encoding": {
+                           "x": x, "y": y, "tooltip": [{"field": "experiment"}, {"field": "target"},
+                                                       {"field": "text", "title": "spent"},
+                                                       {"field": "ratio", "title": "x baseline's", "format": ".2f"}],
+                           "color": {"field": "ratio", "type": "quantitative", "title": "x baseline's FLOPs",
+                                     "scale": {"scheme": "redyellowgreen", "reverse": True, "domainMid": 1}}}},
+                      {"mark": {"type": "text", "fontSize": 10}, "encoding": {"x": x, "y": y, "text": {"field": "text"}}}]}
+
+
+def charts(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, classes: list[str],
+           groups: dict[str, str] | None = None) -> list[dict]:
+    """Every chart of the page, as Vega-Lite specs, in reading order. `groups`: each experiment's
+    page group (`group_of`), which the page's checkboxes show or hide."""
+    groups = {name: (groups or {}).get(name) or group_of(name, None) for name in curves}
     systems = [label(name) for name in curves]
-    lines = line_rows(curves)
+    lines = line_rows(curves, groups)
     boundaries = stage_boundaries(curves)
-    per_class = _records(class_rows(curves, classes))
-    scatter = scatter_rows(summary)
+    per_class = [{**r, "group": groups[name]} for name in curves
+                 for r in _records(class_rows({name: curves[name]}, classes))]
+    scatter = scatter_rows(summary, groups)
     out = [line_chart(_records(lines[lines["metric"] == col]), boundaries, systems, title, y_title, fmt)
            for col, title, y_title, fmt in LINES]
     out.insert(4, class_chart(per_class, systems, classes))
     out += [per_class_accuracy(per_class, systems, classes), accuracy_vs_saved(scatter, systems),
             *(accuracy_vs_cost(scatter, systems, *cost) for cost in COSTS), summary_bars(scatter, systems)]
+    if summary.get("time_to_accuracy"):
+        out.append(time_to_accuracy_chart(summary, systems, groups))
     return out
 
 
@@ -325,8 +397,11 @@ def _time_to_accuracy(markdown: str) -> str:
 
 
 def write_results_page(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict,
-                       classes: list[str], caption: str, markdown: str, path: Path) -> None:
-    specs = charts(curves, summary, classes)
+                       classes: list[str], caption: str, markdown: str, path: Path,
+                       groups: dict[str, str] | None = None) -> None:
+    specs = charts(curves, summary, classes, groups)
+    boxes = " ".join(f'<label><input type="checkbox" checked data-signal="{_signal(g)}"> {html.escape(g)}s</label>'
+                     for g in GROUPS)
     scripts = "\n".join(f"<script>{(VENDOR / name).read_text()}</script>" for name in SCRIPTS)
     divs = "\n".join(f'<div class="chart" id="chart{i}"></div>' for i in range(len(specs)))
     page = f"""<!DOCTYPE html>
@@ -353,6 +428,7 @@ Dashed rules: stage boundaries. Hover a point for its values; click a legend ent
 experiment forward (shift-click for several).</p>
 {_table(markdown)}
 {_time_to_accuracy(markdown)}
+<p class="groups">Show: {boxes}</p>
 <pre id="errors"></pre>
 <div class="charts">
 {divs}
@@ -362,8 +438,16 @@ const specs = {_script_json(specs)};
 const shown = [];
 specs.forEach((spec, i) => shown.push(
   vegaEmbed("#chart" + i, spec, {{renderer: "svg", actions: false}})
+    .then(result => result.view)
     .catch(e => {{ document.getElementById("errors").textContent += "chart " + i + ": " + e + "\\n"; }})));
-Promise.all(shown).then(() => document.body.setAttribute("data-charts-done", specs.length));
+Promise.all(shown).then(views => {{
+  document.body.setAttribute("data-charts-done", specs.length);
+  // each group's checkbox shows or hides its experiments in every chart at once
+  document.querySelectorAll("input[data-signal]").forEach(box => box.addEventListener("change", () =>
+    views.forEach(view => {{
+      try {{ view.signal(box.dataset.signal, box.checked).runAsync(); }} catch (e) {{}}  // a chart without groups
+    }})));
+}});
 </script>
 </body>
 </html>

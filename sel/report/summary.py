@@ -283,10 +283,14 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
             for r in summary["attribution"]])
         lines += _interval_lines([r["acc/test_full"] for r in summary["attribution"]], summary["attribution"], summary)
     lines += _time_to_accuracy_lines(summary.get("time_to_accuracy", []))
-    lines += ["", "Executed FLOPs: forward+backward conv/matmul arithmetic measured with "
-                  "FlopCounterMode, times images trained (evaluation apart). The proxy is the "
-                  "original's 2 x params x (1 - sparsity) x images. Time: training and evaluation; "
-                  "Training: the training alone.", "",
+    lines += ["", "Executed FLOPs: conv/matmul arithmetic measured with FlopCounterMode, every pass a run "
+                  "executes counted (evaluation apart): a forward+backward per image trained; selective "
+                  "backward's forward of every candidate; for a run that reads SEL's pools or gamma, the "
+                  "sort stage's forward of every training image (and its scorer's epochs, if any) and "
+                  "calibration's forward+backward of one batch, before its first epoch, so its dense twin's "
+                  "budget holds them too. The proxy is the original's 2 x params x (1 - sparsity) x images "
+                  "trained. Time: training and evaluation, and the sort and calibrate stages' seconds where "
+                  "the run reads them; Training: the same without evaluation.", "",
               "The original's published table (T4 GPU, ImageNet init, official CIFAR-10):", "",
               "| System | Held-out (100/class) | FLOPs proxy (T) | Time (s) |", "|---|---|---|---|"]
     for name, p in PUBLISHED.items():
