@@ -85,7 +85,7 @@ def test_repro_tracks_every_run_and_exp_run_reruns_only_what_changed(project):
     assert aggregate.data.metrics["to_acc100/baseline.reached"] == 1
     assert "## Time to accuracy" in (project / "metrics" / "summary.md").read_text()
     assert NO_VALIDATION not in (project / "metrics" / "summary.md").read_text()
-    assert len(drawn_charts(rendered_dom(project / "metrics" / "results.html"))) == 15
+    assert len(drawn_charts(rendered_dom(project / "metrics" / "results.html"))) == 16  # time to accuracy too
     assert {"to90_flops_executed_T", "to90_train_time_s"} <= \
         set(json.loads((project / "metrics" / "headline.json").read_text())["baseline"])
 

@@ -179,3 +179,35 @@ def test_every_view_gives_an_experiment_the_same_colour(tmp_path):
                         {label(k): v for k, v in colours(list(curves)).items()} for n in page)
     assert colours(["baseline", "mine", "yours"]) == {"baseline": COLOURS["baseline"], "mine": "#393b79",
                                                        "yours": "#ad494a"}
+
+
+def test_each_group_of_experiments_can_be_hidden_in_every_chart_at_once(tmp_path):
+    """A checkbox per group (the original's four, controls, methods, dense twins) sets one signal
+    in every chart, and every chart that draws experiments filters its marks by it; the time to
+    accuracy is a matrix of experiments by targets rather than a table of every pair."""
+    curves, summary = fixture()
+    groups = {"baseline": "original", "warmup_sel": "control"}
+    specs = charts(curves, summary, list(CLASSES), groups)
+    signals = {f"show_{g.replace(' ', '_')}" for g in ("original", "control", "method", "dense twin")}
+    grouped = [s for s in specs if "E and confidence C" not in s["title"]]
+    for spec in grouped:
+        assert signals <= {p["name"] for p in spec["params"]}, spec["title"]
+        assert "datum.group" in json.dumps(spec), spec["title"]
+    matrix = specs[-1]
+    assert matrix["title"].startswith("Time to accuracy") and {c["group"] for c in matrix["data"]["values"]} == \
+        {"original", "control"}
+    page = tmp_path / "results.html"
+    write_results_page(curves, summary, list(CLASSES), "caption", "| a |\n|---|\n| 1 |\n", page, groups)
+    text = page.read_text()
+    assert all(f'data-signal="{s}"' in text for s in signals)
+
+
+def test_the_default_experiments_fall_in_their_groups():
+    from sel.config.params import Params
+    from sel.report.results_page import group_of
+
+    groups = {name: group_of(name, spec) for name, spec in Params().experiments.items()}
+    assert groups["baseline"] == groups["sel95"] == "original"
+    assert groups["selective_50"] == groups["infobatch_r50"] == groups["class_draw_25"] == "method"
+    assert groups["dense_at_infobatch_r50"] == groups["dense_at_sel95"] == "dense twin"
+    assert groups["sel_random_order"] == groups["baseline_linear"] == "control"

@@ -1,9 +1,14 @@
 """Speed of our training loop against a faithful re-creation of the original's, in one process,
 on the same model width, batch size and device. Prints JSON.
 
-    python -m sel.speed.bench [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
+    python -m sel.speed.bench [--full] [--widths 16 64] [--steps 30] [--device auto] [--precision auto]
                         [--keeps 0.5 0.25] [--prunes 0.5 0.7] [--infobatch-kept 0.71 0.60]
                         [--repeats 3] [--compile] [--profile]
+
+By default a quick set (width 16, keep 0.5, InfoBatch at r = 0.5, one timing pair per method: a
+few minutes on a 2-core CPU); `--full` the whole set (widths 16 and 64, keeps 0.5 and 0.25, r =
+0.5 and 0.7, three pairs: tens of minutes there). It prints the expected duration first, from one
+timed step per width, and a line per case as it goes.
 
 For a dense and an SEL step at each width: images per second of both loops and their ratio,
 host synchronisations per step of each (counted as `aten._local_scalar_dense` calls), achieved
@@ -159,10 +164,10 @@ def time_ours(width, update, steps, warmup, device, precision, data, gamma, use_
         return per_step * steps / (time.perf_counter() - started), counter.count / 3, math_settings()
 
 
-def time_methods(width, methods, steps, warmup, device, precision, data, repeats=3) -> list[dict]:
+def time_methods(width, methods, steps, warmup, device, precision, data, repeats=3, on_row=None) -> list[dict]:
     """Each method's epoch images per second against our dense step's, eager and (on CUDA)
     graphed, with the ratio its executed FLOPs promise. The two are timed in `repeats` adjacent
-    pairs and the median pair's ratio reported: on a shared machine the load drifts between
+    pairs and the median pair's ratio reported (`on_row(row)` as each is done): on a shared machine the load drifts between
     cases timed minutes apart."""
     train, evaluation = flops_per_image(fresh_model(0, ModelParams(width=width, pretrained=False), 10))
     loops = [("ours", False)] + ([("graphed", True)] if device.type == "cuda" else [])
@@ -187,6 +192,8 @@ def time_methods(width, methods, steps, warmup, device, precision, data, repeats
             row.update({f"{loop}_img_s": round(rate, 1), f"{loop}_dense_img_s": round(dense, 1),
                         f"{loop}_speedup": round(ratio, 2), f"{loop}_syncs_per_step": syncs})
         rows.append(row)
+        if on_row:
+            on_row(row)
     return rows
 
 
@@ -307,24 +314,46 @@ def projected_seconds(work: dict, rates: dict) -> dict:
     return out
 
 
+QUICK = {"widths": [16], "keeps": [0.5], "prunes": [0.5], "repeats": 1}
+FULL = {"widths": [16, 64], "keeps": [0.5, 0.25], "prunes": [0.5, 0.7], "repeats": 3}
+
+
+def expected_seconds(args, methods: list, device, precision, data) -> float:
+    """About how long the run takes: the training steps it times (both loops' dense and SEL
+    cases, each method's pairs, warm-ups included) at one measured dense step per width, each
+    method's steps weighed by the images they forward."""
+    total = 0.0
+    for width in args.widths:
+        step = 1 / time_ours(width, DENSE, 3, 1, device, precision, data, None)[0] * BATCH
+        per_case = args.steps + args.warmup
+        pairs = sum(1 + per_step_images(m) / BATCH for m in methods) * args.repeats * (per_case + 3)
+        total += step * (4 * per_case + pairs)
+    return total
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--widths", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--full", action="store_true", help="the whole set: " + ", ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in FULL.items()))
+    ap.add_argument("--widths", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=30, help="timed steps per case")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    ap.add_argument("--keeps", type=float, nargs="*", default=[0.5, 0.25],
+    ap.add_argument("--keeps", type=float, nargs="*", default=None,
                     help="selective backward's and the class draw's keep fractions to time against the dense step")
-    ap.add_argument("--prunes", type=float, nargs="*", default=[0.5, 0.7],
+    ap.add_argument("--prunes", type=float, nargs="*", default=None,
                     help="InfoBatch's prune ratios to time against the dense step")
     ap.add_argument("--infobatch-kept", type=float, nargs="+", default=None,
                     help="InfoBatch's share of the images kept per pruned epoch, one per --prunes ratio, timed "
                          "beside its promise (default: what metrics/runs/infobatch_r<100 r> kept, where present)")
-    ap.add_argument("--repeats", type=int, default=3, help="adjacent (dense, method) timings per method")
+    ap.add_argument("--repeats", type=int, default=None, help="adjacent (dense, method) timings per method")
     ap.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
     ap.add_argument("--profile", action="store_true", help="add where our SEL step spends its time")
     args = ap.parse_args(argv)
+    for key, value in (FULL if args.full else QUICK).items():  # what is not given on the command line
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     kept = args.infobatch_kept if args.infobatch_kept is not None else \
@@ -336,6 +365,14 @@ def main(argv=None):
                   for m in [("infobatch", r)] + ([("infobatch", r, k)] if k is not None else [])])
     per_step = max(per_step_images(m) for m in methods + [None])
     data = synthetic(per_step * (args.steps + max(args.warmup, WARMUP_STEPS + 1) + 3), 1000)
+    started = time.perf_counter()
+    expected = expected_seconds(args, methods, device, precision, data)
+    print(f"[bench] widths {args.widths}, {len(methods)} methods x {args.repeats} pairs, {args.steps} steps a case: "
+          f"expected about {expected / 60:.1f} min on {describe(device)}", file=sys.stderr, flush=True)
+
+    def say(what: dict) -> None:
+        print(f"[bench {time.perf_counter() - started:.0f}s] {json.dumps(what)}", file=sys.stderr, flush=True)
+
     report = {"device": describe(device), "precision": precision, "batch": BATCH,
               "matmul_peak_gflops": matmul_peaks(device),
               "cases": [], "methods": [], "eval": [], "projected_s": {}}
@@ -365,11 +402,9 @@ def main(argv=None):
                 compiled, _, _ = time_ours(width, update, args.steps, args.warmup, device, precision, data,
                                         gamma, use_compile=True)
                 report["cases"][-1]["ours_compiled_img_s"] = round(compiled, 1)
-            print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)
-        for row in time_methods(width, methods, args.steps, args.warmup, device, precision, data,
-                                args.repeats):
-            report["methods"].append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+            say(report["cases"][-1])
+        report["methods"] += time_methods(width, methods, args.steps, args.warmup, device, precision, data,
+                                          args.repeats, on_row=say)
         if args.profile:
             report.setdefault("profile_sel_step", {})[width] = profile_ours(
                 width, args.steps, device, precision, data, gamma)
