@@ -48,10 +48,13 @@ def test_cpu_small_work_is_as_the_issue_counts_it():
 
 @pytest.mark.slow  # the bench end to end, both loops, in a process of its own
 def test_bench_reports_both_loops():
-    out = subprocess.run([sys.executable, "-m", "sel.speed.bench", "--widths", "4", "--steps", "3", "--warmup", "1",
-                          "--repeats", "1", "--infobatch-kept", "0.71", "0.6"],
+    out = subprocess.run([sys.executable, "-m", "sel.speed.bench", "--full", "--widths", "4", "--steps", "3",
+                          "--warmup", "1", "--repeats", "1", "--infobatch-kept", "0.71", "0.6"],
                          capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(out.stdout)
+    # the expected duration first, then a line per case (2) and per method (8) as it goes
+    lines = out.stderr.splitlines()
+    assert "expected about" in lines[0] and sum(line.startswith("[bench ") for line in lines) == 10, out.stderr
     assert {c["step"] for c in report["cases"]} == {"dense", "sel"}
     for case in report["cases"]:
         assert case["ours_syncs_per_step"] == 0
