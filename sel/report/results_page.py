@@ -48,7 +48,11 @@ def group_of(name: str, spec) -> str:
 
 
 def _finite(v):
-    return v if isinstance(v, (int, str)) or (v is not None and math.isfinite(v)) else None
+    """A value for a chart: None for nan or inf; a float to 4 significant digits, more than a
+    chart shows, so that a page of many experiments stays small enough to keep in git."""
+    if isinstance(v, (int, str)):
+        return v
+    return float(f"{v:.4g}") if v is not None and math.isfinite(v) else None
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
