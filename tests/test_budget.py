@@ -51,7 +51,7 @@ def tiny_run(params, name: str) -> ExperimentRun:
     trainer = Trainer(fresh_model(42, ModelParams(width=4, pretrained=False), 10), DATA, held_out_indices(DATA.y_test, 1, 10),
                       device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=BATCH,
                       eval_batch_size=64, seed=42)
-    prep = prep_flops(spec, params, len(DATA.y_train), *flops_per_image(trainer.model))  # as the stage does
+    prep = prep_flops(spec, params, len(DATA.y_train), *flops_per_image(trainer.model), len(DATA.classes))  # as the stage does
     return ExperimentRun(name, trainer, phases, DATA.classes, out=None, prep=(prep, 0.0))
 
 
@@ -143,7 +143,7 @@ def test_a_budget_larger_than_the_run_is_refused_in_one_line():
     ({"recipe": "dense", "budget": "x"}, "experiments.x.budget = 'x': must name another experiment"),
     ({"recipe": "dense", "budget": "half"}, "experiments.x.budget = 'half': must name another experiment"),
     ({"recipe": "dense", "lr_schedule": "cosine"}, "experiments.x.lr_schedule = 'cosine': must be one of constant | linear"),
-    ({"recipe": "curriculum", "lr_schedule": "linear"}, "experiments.x.lr_schedule = 'linear': not read by recipe curriculum"),
+    ({"recipe": "lottery", "lr_schedule": "linear"}, "experiments.x.lr_schedule = 'linear': not read by recipe lottery"),
     ({"recipe": "lottery", "budget": 0.5}, "experiments.x.budget = 0.5: not read by recipe lottery"),
 ])
 def test_bad_budgets_and_schedules_name_the_key(experiment, message):

@@ -583,7 +583,8 @@ def test_evaluate_arithmetic_on_a_model_with_varied_predictions():
     assert total != held_acc and len(set(per_class)) > 2
     assert result[0] == pytest.approx(total, abs=1e-6)
     assert result[1] == pytest.approx(held_acc, abs=1e-6)
-    assert result[2:] == pytest.approx(per_class, abs=1e-6)
+    assert result[2:-1] == pytest.approx(per_class, abs=1e-6)
+    assert result[-1] == result[0]  # without test-time augmentation: the same figure
 
 
 def test_evaluate_matches_a_manual_computation():
@@ -592,12 +593,12 @@ def test_evaluate_matches_a_manual_computation():
     for _ in range(4):
         trainer.train_epoch(torch.arange(len(data.y_train)), "dense")
     result = trainer.evaluate()
-    assert result.shape == (2 + 10,)
+    assert result.shape == (2 + 10 + 1,)
     held = held_out_indices(data.y_test, 3, 10)
     assert len(held) == 30 and torch.equal(trainer.held_out, torch.as_tensor(held))
     # the same model in eval mode, one image at a time, normalised by torchvision
     total, held_acc, per_class = manual_evaluation(trainer.model, data, held)
-    assert result.tolist() == pytest.approx([total, held_acc, *per_class], abs=1e-6)
+    assert result.tolist() == pytest.approx([total, held_acc, *per_class, total], abs=1e-6)
     assert not trainer.model.training
 
 

@@ -17,7 +17,8 @@ from sel.config.protocols import airbench_recipe, with_overrides
 from sel.core.errors import SelError
 from sel.data.augment import AUGMENT, Images
 from sel.data.dataset import Cifar, held_out_indices
-from sel.experiments.plan import ExperimentRun, Phase
+from sel.experiments.plan import ExperimentRun, Phase, make_trainer, plan, run_steps
+from sel.method.curriculum import Pools
 from sel.method.flops import flops_per_image
 from sel.speed.bench import SyncCounter
 from sel.train.model import fresh_model
@@ -89,6 +90,9 @@ def test_tta_averages_the_mirror_and_counts_two_forwards_an_image():
     _, eval_flops = flops_per_image(trainer().model)
     assert runs[0]["compute/flops_eval_T"] * 1e12 == pytest.approx(eval_flops * len(DATA.y_test))
     assert runs[1]["compute/flops_eval_T"] == pytest.approx(2 * runs[0]["compute/flops_eval_T"])
+    # the same training either way: its accuracy without the mirror is the plain run's
+    assert "acc/test_no_tta" not in runs[0] and runs[1]["acc/test_no_tta"] == runs[0]["acc/test_full"]
+    assert runs[1]["acc/test_full"] != runs[0]["acc/test_full"]
 
 
 def test_the_whitening_bias_is_held_after_its_epochs():
@@ -125,3 +129,19 @@ def test_the_airbench_recipe_parses():
     p = with_overrides(RAW, airbench_recipe())
     assert (p.model.arch, p.train.optimizer, p.train.batch_size) == ("airbench", "sgd_nesterov", 1024)
     assert p.train.lr == pytest.approx(1.5, rel=1e-4)
+
+
+def test_an_experiments_lr_scale_and_a_curriculums_linear_line():
+    """SEL on airbench's SGD: its loss scaling multiplies the recipe's line, from a scaled base lr."""
+    p = with_overrides(RAW, {**airbench_recipe(), "experiments.sel95": {"lr_schedule": "linear", "lr_scale": 0.25},
+                             "experiments.dense_at_sel95.lr_schedule": "linear", "data.held_out_per_class": 1})
+    spec = p.experiments["sel95"]
+    data = Cifar(*make_arrays(40, 2))
+    t = make_trainer(p, data, spec, 0)
+    assert t.base_lr == pytest.approx(p.train.lr * 0.25)
+    phases = plan(spec, p, len(data.y_train), Pools.shuffled(data.y_train, 10, 0), gamma=0.0)
+    steps = sum(len(epoch) for epoch in run_steps(phases, p.train.batch_size))
+    assert {phase.lr_decay_steps for phase in phases} == {steps}  # one line over every stage's steps
+    for value in (0, -1):
+        with pytest.raises(SelError, match="experiments.sel95.lr_scale"):
+            with_overrides(RAW, {"experiments.sel95": {"lr_scale": value}})

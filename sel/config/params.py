@@ -178,11 +178,11 @@ class SelParams:
 SELECTIVE_KEYS = ("selective_keep", "selective_start", "selective_end", "selective_interrupt", "selective_history")
 # The knobs each recipe reads; any other key in an experiment is refused, so a typo cannot hide.
 RECIPE_KEYS = {
-    "dense": {"epochs", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget", *SELECTIVE_KEYS,
-              "class_draw", "class_draw_floor", "infobatch_prune"},
-    "lottery": {"pretrain_epochs", "prune_fraction", "epochs"},
-    "curriculum": {"warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode",
-                   *SELECTIVE_KEYS},
+    "dense": {"epochs", "lr_scale", "mask", "loss_scaled_lr", "gamma_mode", "lr_schedule", "budget", *SELECTIVE_KEYS,
+              "class_draw", "class_draw_floor", "infobatch_prune", "proxy_keep", "proxy_scale", "proxy_epochs"},
+    "lottery": {"pretrain_epochs", "prune_fraction", "epochs", "lr_scale"},
+    "curriculum": {"lr_scale", "warmup_epochs", "warmup_per_class", "order", "mask", "loss_scaled_lr", "gamma_mode",
+                   "lr_schedule", *SELECTIVE_KEYS},
 }
 
 
@@ -198,6 +198,8 @@ class Experiment:
     pretrain_epochs: int = _knob(15, "lottery: dense epochs before the prune", _at_least(0))
     prune_fraction: float = _knob(0.8, "lottery: fraction of all parameters pruned by magnitude",
                                   lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    lr_scale: float = _knob(1.0, "this experiment's base learning rate is train.lr times this (SEL's loss "
+                            "scaling then multiplies it)", lambda v: None if v > 0 else "must be > 0")
     warmup_epochs: int = _knob(0, "curriculum: dense epochs on the easiest images first", _at_least(0))
     warmup_per_class: int = _knob(1000, "curriculum: easiest images per class in the warm-up", _at_least(1))
     order: str = _knob("difficulty", "curriculum: pools sorted by difficulty, or in a seeded random order",
@@ -206,9 +208,10 @@ class Experiment:
     loss_scaled_lr: bool | None = _knob(None, "lr * (1 + sel.lr_loss_scale * loss) (null: as mask's default)")
     gamma_mode: str | None = _knob(None, "calibrated | target (null: sel.gamma_mode)",
                                    _one_of("calibrated", "target"))
-    lr_schedule: str = _knob("constant", "dense: constant (the original) | linear (to zero over the "
-                             "run's steps, Li et al. 2020; with infobatch_prune, over its epochs, each "
-                             "re-indexed to its pruned steps as InfoBatch's code does)", _one_of(*LR_SCHEDULES))
+    lr_schedule: str = _knob("constant", "dense, curriculum: constant (the original) | linear (to zero over "
+                             "the run's steps, Li et al. 2020, with train.warmup_fraction; SEL's loss scaling "
+                             "multiplies it; with infobatch_prune, over its epochs, each re-indexed to its "
+                             "pruned steps as InfoBatch's code does)", _one_of(*LR_SCHEDULES))
     budget: float | str | None = _knob(None, "dense: the training images it may use, as a fraction "
                                        "of its epochs x images, or an experiment's name (its executed "
                                        "images); null: all", lambda v: None if isinstance(v, str)
@@ -239,6 +242,15 @@ class Experiment:
                                           "last loss is below the mean with this chance, the last 12.5% of "
                                           "epochs none (null: off; docs/savings.md)",
                                           lambda v: None if 0 < v < 1 else "must be in (0, 1)")
+    proxy_keep: float | None = _knob(None, "dense, proxy-selected subset (airbench96_faster's idea): train only "
+                                     "on this share of the images, the hardest by a small proxy's loss "
+                                     "(null: off; docs/savings.md)", lambda v: None if 0 < v <= 1
+                                     else "must be in (0, 1]")
+    proxy_scale: float = _knob(0.5, "proxy-selected subset: the proxy is the run's model with every width "
+                               "times this (airbench96_faster's: 0.5, rounded, at least 1 channel)",
+                               lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    proxy_epochs: int = _knob(2, "proxy-selected subset: the proxy's dense epochs on every image before it "
+                              "scores them (its passes count in the run's FLOPs and time)", _at_least(0))
 
     @property
     def masked(self) -> bool:
@@ -378,6 +390,15 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class ReportParams:
+    targets: tuple[float, ...] = _knob(tuple, "validation accuracies the aggregate times each run to (time to "
+                                       "accuracy at absolute targets, beside the fractions of the baseline's "
+                                       "final accuracy), e.g. [0.90, 0.92, 0.93]",
+                                       lambda v: None if all(0 < t <= 1 for t in v) and len(set(v)) == len(v)
+                                       else "must be distinct accuracies in (0, 1]", may_be_empty=True)
+
+
+@dataclass(frozen=True)
 class Params:
     seeds: tuple[int, ...] = _knob(lambda: (42,), "every experiment runs once per seed (each stage seeds "
                                    "torch, numpy and random from its seed)",
@@ -396,6 +417,7 @@ class Params:
     attribution: dict[Name, tuple[Name, ...]] = _knob(lambda: dict(DEFAULT_ATTRIBUTION),
                                                       "factor: [experiment with it, experiment without it]")
     mlflow: MlflowParams = _knob(MlflowParams, "run tracking")
+    report: ReportParams = _knob(ReportParams, "what the aggregate reports")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
@@ -592,11 +614,12 @@ def _check_epochs(p: Params, name: str):
 
 def _check_method(name: str, spec: Experiment):
     """One method per experiment, and InfoBatch without what needs its images known beforehand."""
-    methods = [k for k in ("selective_keep", "class_draw", "infobatch_prune") if getattr(spec, k) is not None]
+    methods = [k for k in ("selective_keep", "class_draw", "infobatch_prune", "proxy_keep")
+               if getattr(spec, k) is not None]
     if len(methods) > 1:
         _fail(f"experiments.{name}.{methods[1]}", getattr(spec, methods[1]),
               f"one method per experiment: it already has {methods[0]}")
-    for knob in ("class_draw", "infobatch_prune"):
+    for knob in ("class_draw", "infobatch_prune", "proxy_keep"):
         if getattr(spec, knob) is not None and spec.budget is not None:
             _fail(f"experiments.{name}.budget", spec.budget, f"a method's run takes no budget (it has {knob}): "
                   "give the budget to a dense run, naming this experiment")
@@ -687,7 +710,7 @@ def stage_keys(stage: str, experiment: str = "${item.experiment}") -> list[str]:
         # a method's twin: its size is the method's run (summary.json, a dependency), not its params
         "train_measured": ["data.held_out_per_class", "model", "train", f"experiments.{TWIN}{experiment}", "mlflow"],
         "aggregate": ["seeds", "data.test_per_class", "data.held_out_per_class", "train_stages",
-                      "attribution", "experiments", "mlflow"],
+                      "attribution", "experiments", "mlflow", "report"],
     }
     if stage not in keys:
         raise ValueError(f"unknown stage {stage!r}")

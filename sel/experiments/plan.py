@@ -23,13 +23,14 @@ import torch
 from sel.method.class_draw import drawn_count
 from sel.method.curriculum import Pools, stage_gamma
 from sel.method.infobatch import pruned_epochs
+from sel.experiments.proxy_subset import kept_count_of, proxy_net_flops
 from sel.data.dataset import Cifar, held_out_indices
 from sel.train.device import Stopwatch, resolve_compile, resolve_cuda_graphs, resolve_device, resolve_precision
 from sel.core.errors import SelError
 from sel.method.flops import flops_per_image, proxy_flops
 from sel.method.selective import EVERY_STEP, Window, epoch_steps, kept_count
 from sel.train.model import build_model, fresh_model, n_params
-from sel.config.params import Experiment, Params
+from sel.config.params import Experiment, ModelParams, Params
 from sel.train.training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
 from sel.experiments.validation import Validation
 
@@ -77,18 +78,19 @@ def needs_gamma(spec: Experiment, params: Params) -> bool:
     return spec.masked and gamma_mode(spec, params) == "calibrated"
 
 
-def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int) -> Trainer:
-    """The freshly built model (seeded: the same initial weights in every experiment of a seed)
-    and its data on the device named by `train.device`. Runs that read `sel` measure E/C at the
-    method's temperature, the others at `train.ec_temperature` (they read nothing of `sel`)."""
+def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int, model: ModelParams | None = None) -> Trainer:
+    """The freshly built model (seeded: the same initial weights in every experiment of a seed;
+    `model`: another shape than params.model's, a proxy's) and its data on the device named by
+    `train.device`. Runs that read `sel` measure E/C at the method's temperature, the others at
+    `train.ec_temperature` (they read nothing of `sel`)."""
     device = resolve_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
     compiled = resolve_compile(params.train.compile, device)
-    model = fresh_model(seed, params.model, len(data.classes), data.x_train)
+    model = fresh_model(seed, model or params.model, len(data.classes), data.x_train)
     held_out = held_out_indices(data.y_test, params.data.held_out_per_class, len(data.classes))
     temperature = params.sel.temperature if spec.reads_sel else params.train.ec_temperature
     t = params.train
-    return Trainer(model, data, held_out, device=device, precision=precision, lr=t.lr,
+    return Trainer(model, data, held_out, device=device, precision=precision, lr=t.lr * spec.lr_scale,
                    batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                    seed=seed, use_compile=compiled, temperature=temperature,
                    cuda_graphs=resolve_cuda_graphs(t.cuda_graphs, device, compiled),
@@ -146,12 +148,14 @@ def steps_flops(steps: list[tuple[int, bool]], batch_size: int, keep: float | No
                for size, selecting in steps)
 
 
-def prep_flops(spec: Experiment, params: Params, n_train: int, train: float, evaluation: float) -> float:
+def prep_flops(spec: Experiment, params: Params, n_train: int, train: float, evaluation: float,
+               n_classes: int) -> float:
     """Executed FLOPs of the passes a run needs before it trains, which its own figures count
     (DESIGN.md, "Savings and budgets"): sort's (the scorer's dense epochs, then a forward of
     every training image) where it reads the pools, calibrate's (the scorer's dense epochs again,
-    then one forward/backward) where it reads gamma."""
-    flops = 0.0
+    then one forward/backward) where it reads gamma, the proxy's (`sel.experiments.proxy_subset`) where it
+    trains on a proxy-selected subset."""
+    flops = 0.0 if spec.proxy_keep is None else proxy_net_flops(spec, params.model, n_classes, n_train)
     if needs_pools(spec):
         flops += n_train * (params.sort.scorer_epochs * train + evaluation)
     if needs_gamma(spec, params):
@@ -179,15 +183,15 @@ def budget_images(spec: Experiment, params: Params, counts: np.ndarray, measured
     phases = [p for p in plan(other, params, n_train, Pools(np.arange(n_train), counts), gamma=0.0) if p.recorded]
     flops = sum(steps_flops(steps, batch_size, phase.keep, train, evaluation)
                 for phase, steps in zip([p for p in phases for _ in range(p.epochs)], run_steps(phases, batch_size)))
-    return round((flops + prep_flops(other, params, n_train, train, evaluation)) / train)
+    return round((flops + prep_flops(other, params, n_train, train, evaluation, len(counts))) / train)
 
 
-def budget_phases(images: int, n_train: int, seed: int, **rule) -> list[Phase]:
+def budget_phases(images: int, pool: np.ndarray, seed: int, **rule) -> list[Phase]:
     """Budgeted training (Li et al. 2020): the same data, fewer steps. Whole epochs on every image
-    while the budget lasts, then one epoch on a seeded random subset of the images left."""
-    full, part = divmod(images, n_train)
-    subset = np.sort(np.random.default_rng(seed).choice(n_train, part, replace=False))
-    return [Phase("dense", full, np.arange(n_train), 0, **rule)] + \
+    of the `pool` while the budget lasts, then one epoch on a seeded random subset of it."""
+    full, part = divmod(images, len(pool))
+    subset = np.sort(np.random.default_rng(seed).choice(pool, part, replace=False))
+    return [Phase("dense", full, pool, 0, **rule)] + \
         ([Phase("dense_part", 1, subset, 0, **rule)] if part else [])
 
 
@@ -208,11 +212,12 @@ def with_linear_lr(phases: list[Phase], batch_size: int) -> list[Phase]:
 
 def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = None,
          gamma: float | None = None, counts: np.ndarray | None = None, seed: int = 0,
-         measured_T: float | None = None) -> list[Phase]:
+         measured_T: float | None = None, subset: np.ndarray | None = None) -> list[Phase]:
     """The phases of an experiment: the one reader of `experiments.*` and `sel.*` for training.
     `pools`: the curriculum's per-class order (difficulty or random); `gamma`: the calibrated one;
     `counts` (images per class), `seed` (its last epoch's subset) and `measured_T` (the executed
-    TFLOPs of the run it names, where no plan holds them): a dense run's budget."""
+    TFLOPs of the run it names, where no plan holds them): a dense run's budget; `subset`: the
+    images a proxy kept (`proxy_keep`)."""
     sel, everything = params.sel, np.arange(n_train)
     lr_loss_scale = sel.lr_loss_scale if spec.scaled_lr else 0.0
     selection = {"keep": spec.selective_keep, "history": spec.selective_history,
@@ -226,8 +231,11 @@ def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = N
         return {"update": SEL, "gamma": stage_gamma(gamma, stage_index, len(sel.stages), sel.gamma_decay)}
 
     if spec.recipe == "dense":
-        images = spec.epochs * n_train if spec.budget is None else budget_images(spec, params, counts, measured_T)
-        phases = budget_phases(images, n_train, seed, lr_loss_scale=lr_loss_scale, **selection,
+        pool = everything
+        if spec.proxy_keep is not None:  # its size alone where the proxy has not run (a twin's budget)
+            pool = np.arange(kept_count_of(n_train, spec.proxy_keep)) if subset is None else subset
+        images = spec.epochs * len(pool) if spec.budget is None else budget_images(spec, params, counts, measured_T)
+        phases = budget_phases(images, pool, seed, lr_loss_scale=lr_loss_scale, **selection,
                                draw=spec.class_draw, draw_floor=spec.class_draw_floor, **update(0))
         if spec.infobatch_prune is not None:  # a budget is refused with it (params)
             (whole,) = phases
@@ -240,10 +248,11 @@ def plan(spec: Experiment, params: Params, n_train: int, pools: Pools | None = N
                 Phase("retrain", spec.epochs, everything, 0, MASKED, prune_fraction=spec.prune_fraction)]
     warmup = [Phase("warmup", spec.warmup_epochs, pools.easiest(spec.warmup_per_class), 0,
                     measure_ec=False, **selection)] if spec.warmup_epochs else []
-    return warmup + [Phase(stage.name, sel.epochs_per_stage,
-                           pools.window(stage.start, stage.end, sel.samples_per_class), s + 1,
-                           lr_loss_scale=lr_loss_scale, **selection, **update(s))
-                     for s, stage in enumerate(sel.stages)]
+    phases = warmup + [Phase(stage.name, sel.epochs_per_stage,
+                             pools.window(stage.start, stage.end, sel.samples_per_class), s + 1,
+                             lr_loss_scale=lr_loss_scale, **selection, **update(s))
+                       for s, stage in enumerate(sel.stages)]
+    return with_linear_lr(phases, params.train.batch_size) if spec.lr_schedule == "linear" else phases
 
 
 def _clock(seconds: float) -> str:
@@ -337,7 +346,7 @@ class ExperimentRun:
         self.totals["train_time_s"] += self.training_clock.seconds()
         if validation:
             self.totals["flops_eval"] += self.test_flops * len(trainer.val_set) * len(validation.pending)
-        tested = len(sums) + 2 + len(self.classes)  # evaluate's figures; the validation accuracies follow
+        tested = len(sums) + 3 + len(self.classes)  # evaluate's figures; the validation accuracies follow
         row = self._row(phase, train, unpack_evaluation(values[len(sums):tested]), steps, seconds)
         if validation:
             row["acc/val"] = validation.record(values[tested:], len(self.rows), start, self._spent())
@@ -384,6 +393,8 @@ class ExperimentRun:
                "compute/train_time_s": t["train_time_s"],
                "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / len(steps),
                "sparsity/gamma": train["gamma"] / len(steps)}
+        if self.trainer.tta:
+            row["acc/test_no_tta"] = ev["test_no_tta"]
         row.update({f"class_acc/{name}": a for name, a in zip(self.classes, ev["per_class"])})
         row.update({f"E/{name}": v / len(steps) for name, v in zip(self.classes, train["E"])})
         row.update({f"C/{name}": v / len(steps) for name, v in zip(self.classes, train["C"])})
@@ -436,6 +447,7 @@ class ExperimentRun:
             "epochs": len(self.rows),
             "acc/test_full": last.get("acc/test_full"),
             "acc/test_100": last.get("acc/test_100"),
+            **({"acc/test_no_tta": last["acc/test_no_tta"]} if "acc/test_no_tta" in last else {}),
             "acc/train_acc": last.get("acc/train_acc"),
             "compute/flops_proxy_T": self.totals["flops_proxy"] / 1e12,
             "compute/flops_executed_T": self.totals["flops_executed"] / 1e12,

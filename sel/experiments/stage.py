@@ -22,6 +22,7 @@ from sel.experiments.validation import COLUMNS
 from sel.experiments.plan import (ExperimentRun, Phase, check_plan, gamma_mode, make_trainer, needs_gamma,
                                   needs_pools, plan, prep_flops)
 from sel.method.flops import flops_per_image
+from sel.experiments.proxy_subset import PROXY_SEED_OFFSET, proxy_model_params, proxy_subset
 from sel.core.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.config.names import label
 from sel.config.params import TWIN, Experiment, Params, flatten, plan_reads_sel
@@ -146,9 +147,16 @@ def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
     counts = np.bincount(data.y_train, minlength=len(data.classes))
     phases = plan(spec, params, len(data.y_train), pools, gamma, counts, seed, measured_T)
     check_plan(name, spec, phases, pools, params.train.batch_size)
+    if spec.proxy_keep is not None:  # the plan checked at its size, then its images chosen
+        proxy = make_trainer(params, data, spec, seed + PROXY_SEED_OFFSET,
+                             proxy_model_params(params.model, spec.proxy_scale))
+        subset, proxy_seconds = proxy_subset(proxy, spec, f"{name}@{seed}")
+        prep_seconds += proxy_seconds
+        del proxy
+        phases = plan(spec, params, len(data.y_train), pools, gamma, counts, seed, measured_T, subset)
     trainer = make_trainer(params, data, spec, seed)
     train_flops, eval_flops = flops_per_image(trainer.model)
-    prep = (prep_flops(spec, params, len(data.y_train), train_flops, eval_flops), prep_seconds)
+    prep = (prep_flops(spec, params, len(data.y_train), train_flops, eval_flops, len(data.classes)), prep_seconds)
     freeze = params.model.whiten_bias_epochs if params.model.arch == "airbench" else None
     run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, val_every=params.train.val_every, prep=prep,
                         freeze_whiten_after=freeze)
@@ -181,7 +189,8 @@ def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
         tracker.log_metrics({"compute/beside_max": beside.peak}, step=len(run.rows))
         summary = {**run.summary(), **beside.summary(), "experiment": name, "seed": seed, "recipe": spec.recipe,
                    "gamma": gamma, **resolved,
-                   "data_variant": provenance["variant"], "model_width": params.model.width,
+                   "data_variant": provenance["variant"], "model_arch": params.model.arch,
+                   "model_width": params.model.width, "model_widths": list(params.model.widths),
                    "pretrained": params.model.pretrained, "mlflow_run_id": tracker.run_id}
         write_outputs(run_outputs(name, seed), run, summary,
                       f"{label(name)}, seed {seed} ({provenance['variant']})", tracker)

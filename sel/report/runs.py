@@ -29,6 +29,9 @@ def protocol(summaries: dict, seeds: list[int]) -> str:
     """One line naming what was run: data, model, device, seeds and each experiment's epochs."""
     first = summaries[next(iter(summaries))][seeds[0]]
     epochs = ", ".join(f"{name} {by_seed[seeds[0]]['epochs']}" for name, by_seed in summaries.items())
-    return (f"Data: {first['data_variant']}; ResNet-18 width {first['model_width']}, pretrained "
-            f"{first['pretrained']}; device {first['device']}, precision {first['precision']}; "
+    if first.get("model_arch") == "airbench":
+        model = f"airbench-style net, widths {'/'.join(map(str, first['model_widths']))}"
+    else:
+        model = f"ResNet-18 width {first['model_width']}, pretrained {first['pretrained']}"
+    return (f"Data: {first['data_variant']}; {model}; device {first['device']}, precision {first['precision']}; "
             f"seeds {', '.join(map(str, seeds))}; epochs recorded: {epochs}.")

@@ -16,7 +16,7 @@ from sel.train.training import Trainer
 
 
 @torch.no_grad()
-def score(trainer: Trainer, batch_size: int = 256) -> np.ndarray:
+def score(trainer: Trainer, batch_size: int = 256, stage: str = "sort") -> np.ndarray:
     """Per-image loss of the trainer's model over the whole training set, augmented."""
     model, images = trainer.model.eval(), trainer.train_set
     losses, started, shown = [], time.monotonic(), time.monotonic()
@@ -25,7 +25,7 @@ def score(trainer: Trainer, batch_size: int = 256) -> np.ndarray:
         losses.append(F.cross_entropy(logits.float(), images.y[batch], reduction="none"))
         if time.monotonic() - shown > 30:  # a progress line now and then on long runs
             done, elapsed = len(losses) * batch_size, time.monotonic() - started
-            print(f"[sort] scored {done}/{len(images)} images, {elapsed:.0f}s, "
+            print(f"[{stage}] scored {done}/{len(images)} images, {elapsed:.0f}s, "
                   f"left ~{elapsed / done * (len(images) - done):.0f}s", file=sys.stderr, flush=True)
             shown = time.monotonic()
     return torch.cat(losses).cpu().numpy()

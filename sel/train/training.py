@@ -73,7 +73,7 @@ def unpack_sums(values: list[float], n_classes: int) -> dict:
 
 def unpack_evaluation(values: list[float]) -> dict:
     """`evaluate`'s figures, read back, by name."""
-    return {"test_full": values[0], "test_100": values[1], "per_class": values[2:]}
+    return {"test_full": values[0], "test_100": values[1], "per_class": values[2:-1], "test_no_tta": values[-1]}
 
 
 class Trainer:
@@ -389,36 +389,39 @@ class Trainer:
         chosen = select_by_loss(losses, kept_count(len(y), self.batch_size, keep), keep, noise, percentile)
         return x[chosen], y[chosen]
 
-    def _correct(self, images: Images) -> torch.Tensor:
+    def _correct(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
         """Whether the model in eval mode predicts each image of `images` right (1.0 or 0.0), in
-        batches of `eval_batch_size`, on the device."""
+        batches of `eval_batch_size`, on the device: with `tta` on the mean logits of the image
+        and its mirror, and (the same tensor without tta) on the image alone."""
         self.model.eval()
-        correct = []
+        correct, plain = [], []
         for batch in torch.arange(len(images), device=self.device).split(self.eval_batch_size):
             x, full = images.plain(batch), len(batch) == self.eval_batch_size
             with autocast(self.device, self.precision):
                 logits = self._forward(x, full)
-                if self.tta:  # the mean logits of the image and its mirror
+                plain.append(logits.argmax(1) == images.y[batch])
+                if self.tta:
                     logits = (logits.float() + self._forward(x.flip(3), full).float()) / 2
-            correct.append(logits.argmax(1) == images.y[batch])
-        return torch.cat(correct).float()
+            correct.append(logits.argmax(1) == images.y[batch] if self.tta else plain[-1])
+        return torch.cat(correct).float(), torch.cat(plain).float()
 
     @torch.inference_mode()
     def validation_accuracy(self) -> torch.Tensor:
         """Accuracy on the validation split as a one-element device tensor (no read back), then
         back to train mode, as it may run mid-epoch; it draws nothing from the generator, so the
         training is the same with or without it."""
-        accuracy = self._correct(self.val_set).mean().view(1)
+        accuracy = self._correct(self.val_set)[0].mean().view(1)
         self.model.train()
         return accuracy
 
     @torch.inference_mode()
     def evaluate(self) -> torch.Tensor:
         """Accuracy on the test set, on the held-out subset and per class on the held-out subset,
-        from one pass over the test set (the held-out images are part of it)."""
+        from one pass over the test set (the held-out images are part of it), then on the test
+        set without test-time augmentation (the first figure again when there is none)."""
         test = self.test_set
-        correct = self._correct(test)
+        correct, plain = self._correct(test)
         held, held_y = correct[self.held_out], test.y[self.held_out]
         per_class = torch.zeros(self.n_classes, device=self.device).index_add_(0, held_y, held)
         per_class /= class_counts(held_y, self.n_classes).clamp(min=1)
-        return torch.cat([correct.mean().view(1), held.mean().view(1), per_class])
+        return torch.cat([correct.mean().view(1), held.mean().view(1), per_class, plain.mean().view(1)])
