@@ -1,5 +1,6 @@
 """The speed rules that are properties, not timings: our loop never reads a value back to the
-host inside a training epoch, and `python -m sel.speed.bench` measures both loops and reports them.
+host inside a training epoch, and `python -m sel.speed.bench` measures both loops and reports them,
+and the methods on the airbench net at its recipe.
 (Evaluation runs under inference_mode, where dispatch modes see nothing, so it is not counted.)"""
 
 import json
@@ -7,14 +8,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from builders import make_arrays
-from conftest import ROOT
-from sel.speed.bench import SyncCounter, kept_share, protocol_work, synthetic, time_methods, time_original, time_ours
+from sel.speed.bench import (SyncCounter, airbench, kept_share, our_trainer, protocol_work, resnet, synthetic,
+                             time_airbench, time_methods, time_original, time_ours)
 from sel.data.dataset import Cifar
 from sel.train.device import PYTORCH_DEFAULT_MATH, default_math, exact_fp32, math_settings
+from sel.train.airbench import Airbench
 from sel.train.model import fresh_model
 from sel.config.params import ModelParams, Params
 from sel.config.protocols import CPU_SMALL, with_overrides
@@ -49,12 +52,14 @@ def test_cpu_small_work_is_as_the_issue_counts_it():
 @pytest.mark.slow  # the bench end to end, both loops, in a process of its own
 def test_bench_reports_both_loops():
     out = subprocess.run([sys.executable, "-m", "sel.speed.bench", "--full", "--widths", "4", "--steps", "3",
-                          "--warmup", "1", "--repeats", "1", "--infobatch-kept", "0.71", "0.6"],
+                          "--warmup", "1", "--repeats", "1", "--infobatch-kept", "0.71", "0.6",
+                          "--airbench-widths", "8", "8", "8", "--airbench-batch", "64", "--airbench-steps", "2"],
                          capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(out.stdout)
-    # the expected duration first, then a line per case (2) and per method (8) as it goes
+    # the expected duration first, then a line per case (2), per method (8) and per airbench
+    # case (SEL and the 8 methods) as it goes
     lines = out.stderr.splitlines()
-    assert "expected about" in lines[0] and sum(line.startswith("[bench ") for line in lines) == 10, out.stderr
+    assert "expected about" in lines[0] and sum(line.startswith("[bench ") for line in lines) == 19, out.stderr
     assert {c["step"] for c in report["cases"]} == {"dense", "sel"}
     for case in report["cases"]:
         assert case["ours_syncs_per_step"] == 0
@@ -77,19 +82,50 @@ def test_bench_reports_both_loops():
     assert 1 < ratios[0] < ratios[1] and ratios[2:4] == [2.0, 4.0]  # the draw trains a half, a quarter
     assert ratios[4] == pytest.approx(1 / (1 - 0.25), abs=0.01) and ratios[6] == pytest.approx(1 / (1 - 0.35), abs=0.01)
     assert ratios[5] == pytest.approx(1 / 0.71, abs=0.01) and ratios[7] == pytest.approx(1 / 0.6, abs=0.01)
+    on_airbench = report["airbench"]
+    assert on_airbench["batch"] == 64 and on_airbench["steps"] == 2
+    assert [(m["widths"], m["method"]) for m in on_airbench["methods"]] == [
+        ([8, 8, 8], kind) for kind in ["sel"] + [m["method"] for m in report["methods"]]]
+    assert all(m["ours_img_s"] > 0 and m["ours_dense_img_s"] > 0 for m in on_airbench["methods"])
+    assert [m["flops_ratio"] for m in on_airbench["methods"]][3:5] == [2.0, 4.0]
 
 
-def test_infobatch_is_timed_at_its_promise_and_at_the_share_its_runs_kept():
-    # the committed runs at r = 0.5 kept 0.69-0.73 per pruned epoch (images = executed FLOPs /
-    # FLOPs per image), not the promised 0.75; at r = 0.7, 0.55-0.64, not 0.65
-    assert 0.69 < kept_share(ROOT / "metrics/runs/infobatch_r50") < 0.73
-    assert 0.55 < kept_share(ROOT / "metrics/runs/infobatch_r70") < 0.64
-    assert kept_share(ROOT / "metrics/runs/no_such_experiment") is None
-    rows = time_methods(4, [("infobatch", 0.5), ("infobatch", 0.5, 0.71)], 2, 1, torch.device("cpu"), "fp32",
+def test_infobatch_is_timed_at_its_promise_and_at_the_share_its_runs_kept(tmp_path):
+    # a run's images per epoch are its executed FLOPs per epoch over its FLOPs per image: the
+    # pruned epochs' shares of the full ones (the first and the anneal's), over its seeds
+    for seed, pruned in ((42, [0.70, 0.72]), (43, [0.74])):
+        epochs = [1.0, *pruned, 1.0]
+        (tmp_path / "runs" / f"seed{seed}").mkdir(parents=True)
+        pd.DataFrame({"compute/flops_executed_T": np.cumsum(epochs) * 3.0}).to_csv(
+            tmp_path / "runs" / f"seed{seed}" / "history.csv", index=False)
+    assert kept_share(tmp_path / "runs") == pytest.approx(0.72)
+    assert kept_share(tmp_path / "no_such_experiment") is None
+    rows = time_methods(resnet(4), [("infobatch", 0.5), ("infobatch", 0.5, 0.71)], 2, 1, torch.device("cpu"), "fp32",
                         synthetic(91 * 6, 100), repeats=1)
     assert [(r["ratio"], r["kept"], r["kept_from"]) for r in rows] == [(0.5, 0.75, "promise"), (0.5, 0.71, "measured")]
     assert [r["flops_ratio"] for r in rows] == [pytest.approx(1 / 0.75, abs=0.01), pytest.approx(1 / 0.71, abs=0.01)]
     assert all(r["ours_syncs_per_step"] == 0 and r["ours_img_s"] > 0 for r in rows)
+
+
+def test_the_methods_are_timed_on_the_airbench_net_at_its_recipe():
+    # our step on the airbench net as the pipeline builds it: airbench's recipe, SGD with
+    # Nesterov momentum, label smoothing, at the batch asked for
+    data, cpu = synthetic(128 * 6, 100), torch.device("cpu")
+    trainer = our_trainer(airbench((8, 8, 8), 64), cpu, "fp32", data)
+    assert isinstance(trainer.model, Airbench) and trainer.batch_size == 64
+    assert trainer.recipe["optimizer"] == "sgd_nesterov" and trainer.label_smoothing == 0.2
+    section = time_airbench([(8, 8, 8)], 64, [("selective", 0.5), ("class_draw", 0.5)], 2, cpu, "fp32", data,
+                            repeats=1)
+    assert section["batch"] == 64 and section["steps"] == 2
+    rows = section["methods"]
+    assert [(r["widths"], r["method"]) for r in rows] == [([8, 8, 8], "sel"), ([8, 8, 8], "selective"),
+                                                          ([8, 8, 8], "class_draw")]
+    assert rows[0]["gamma"] > 0  # SEL's masked step, at a gamma calibrated on this net
+    # masking saves no executed FLOPs; selective backward forwards every candidate; the draw trains half
+    assert rows[0]["flops_ratio"] == 1.0 and 1 < rows[1]["flops_ratio"] < 2 and rows[2]["flops_ratio"] == 2.0
+    for r in rows:
+        assert r["ours_img_s"] > 0 and r["ours_dense_img_s"] > 0 and r["ours_syncs_per_step"] == 0
+        assert r["ours_speedup"] == pytest.approx(r["ours_img_s"] / r["ours_dense_img_s"], rel=0.05, abs=0.01)
 
 
 def test_the_default_math_is_a_fresh_processes():
@@ -110,7 +146,7 @@ def test_each_loop_is_timed_under_its_own_math():
         *_, original_math = time_original(4, "sel", 1, 1, cpu, data, 1e-4)
         assert original_math == PYTORCH_DEFAULT_MATH
         assert math_settings() == exact  # left as it found them
-        *_, ours_math = time_ours(4, "sel", 1, 1, cpu, "fp32", data, 1e-4)
+        *_, ours_math = time_ours(resnet(4), "sel", 1, 1, cpu, "fp32", data, 1e-4)
         assert ours_math == PYTORCH_DEFAULT_MATH  # a CPU Trainer sets nothing
         assert math_settings() == exact
 
@@ -118,7 +154,7 @@ def test_each_loop_is_timed_under_its_own_math():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_ours_runs_exact_fp32_and_the_original_tf32_convolutions():
     data, cuda = synthetic(64 * 6, 100), torch.device("cuda")
-    *_, ours_math = time_ours(4, "sel", 1, 1, cuda, "fp32", data, 1e-4)
+    *_, ours_math = time_ours(resnet(4), "sel", 1, 1, cuda, "fp32", data, 1e-4)
     *_, original_math = time_original(4, "sel", 1, 1, cuda, data, 1e-4)
     assert ours_math["cudnn_allow_tf32"] is False and ours_math["matmul_allow_tf32"] is False
     assert original_math == PYTORCH_DEFAULT_MATH and original_math["cudnn_allow_tf32"] is True

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from builders import make_arrays, write_class_folders
-from conftest import ROOT, env_for_stages, run
+from builders import make_arrays, write_class_folder_tar, write_class_folders, write_python_archive
+from conftest import ROOT, env_for_stages, mlflow_runs, run, set_params
 from sel.core.errors import SelError
 from sel.core.files import staged_outputs
 from sel.train.checkpoint import Checkpoint
@@ -62,9 +62,11 @@ def test_a_sweep_refuses_in_one_line(tmp_path, grid, params, says):
 
 def test_download_refuses_bad_sources_before_opening_them(tmp_path):
     one_class = write_class_folders(tmp_path / "one", make_arrays(2, 2, classes=["cat"]))
+    one_label = write_python_archive(tmp_path / "one-label.tar.gz", make_arrays(2, 2, classes=["cat"]))
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for source, says in [(str(one_class), "1 class folder(s) (cat); at least two classes"),
+                         (str(one_label), "label_names holds 1 name(s) (cat); at least two classes"),
                          ("x" * 300, "(3"), (str(fifo), "is a FIFO; only an archive file or a folder"),
                          ("/dev/zero", "/dev/zero is a character device")]:
         line = stage(tmp_path, "pipeline.download", {"data": {"source": source, "md5": None}}, timeout=60)
@@ -117,3 +119,42 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
         with staged_outputs(tmp_path / "out.json") as (tmp,):
             tmp.write_text("new")
     assert (tmp_path / "out.json").read_text() == "old"
+
+
+def test_a_budget_of_no_image_is_refused_by_the_training_stage_in_one_line(tmp_path):
+    source = write_class_folders(tmp_path / "src", make_arrays(4, 2))
+    params = {"data": {"source": str(source), "md5": None, "held_out_per_class": 1},
+              "model": {"width": 4, "pretrained": False},
+              "experiments": {"tiny": {"recipe": "dense", "epochs": 1, "budget": 0.001}},
+              "train_stages": ONLY("tiny"), "attribution": {}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**env_for_stages(), "PYTHONPATH": str(ROOT)}
+    run([sys.executable, "-m", "pipeline.download"], tmp_path, env=env)
+    line = stage(tmp_path, "pipeline.train", params, "dense", "tiny", "42")
+    assert "experiments.tiny.budget = 0.001: it allows no image of its 1 epochs x 40 training images" in line
+    assert not (tmp_path / "metrics").exists() and not list(tmp_path.glob("checkpoints/*.pt"))
+
+
+def test_a_run_that_cannot_write_its_outputs_under_dvc_says_so_keeps_its_checkpoint_and_resumes(project, tmp_path):
+    """metrics/ unwritable (a file where a run's folder goes: root ignores chmod) under `dvc
+    repro`: one line naming the path, the last epoch's checkpoint kept; then, the path freed, the
+    rerun resumes into the same MLflow run and finishes, its source's name holding `$\\x$` (text
+    in the figure, not mathtext)."""
+    source = tmp_path / "ti$\\x$ny.tar.gz"
+    write_class_folder_tar(source, make_arrays(12, 6))
+    set_params(project, {"data": {"source": str(source)}})
+    blocker = project / "metrics" / "runs" / "baseline" / "seed42"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    out = run(["dvc", "repro", "train_dense@baseline-42"], project, check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr + out.stdout, out.stderr
+    errors = [line for line in (out.stderr + out.stdout).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot write" in errors[0] and "metrics/runs/baseline/seed42" in errors[0], errors
+    assert (project / "checkpoints" / "baseline-seed42.pt").exists()
+    blocker.unlink()
+    again = run(["dvc", "repro", "train_dense@baseline-42"], project)
+    assert "resuming after epoch 1/1" in again.stderr + again.stdout
+    _, runs = mlflow_runs(project)
+    (finished,) = runs["baseline"]
+    assert finished.info.status == "FINISHED" and "ti$\\x$ny" in finished.data.tags["data.variant"]
+    assert not (project / "checkpoints" / "baseline-seed42.pt").exists()

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from builders import make_arrays
 from conftest import ROOT
 from sel.config.params import ModelParams, parse_params
-from sel.config.protocols import airbench_recipe, with_overrides
+from sel.config.protocols import AIRBENCH_FULL, airbench_recipe, with_overrides, write_params
 from sel.core.errors import SelError
 from sel.data.augment import AUGMENT, Images
 from sel.data.dataset import Cifar, held_out_indices
@@ -145,3 +145,16 @@ def test_an_experiments_lr_scale_and_a_curriculums_linear_line():
     for value in (0, -1):
         with pytest.raises(SelError, match="experiments.sel95.lr_scale"):
             with_overrides(RAW, {"experiments.sel95": {"lr_scale": value}})
+
+
+def test_a_protocol_written_into_params_yaml_keeps_its_comments_and_refuses_a_broken_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    write_params(AIRBENCH_FULL, path)
+    written = path.read_text()
+    assert written.startswith("# Every knob of the benchmark") and "# every experiment (and sort" in written
+    assert parse_params(yaml.safe_load(written)) == with_overrides(RAW, AIRBENCH_FULL)
+    path.write_text("seeds: [")
+    with pytest.raises(SelError, match="params.yaml: cannot read it as YAML") as error:
+        write_params(AIRBENCH_FULL, path)
+    assert "\n" not in str(error.value) and path.read_text() == "seeds: ["

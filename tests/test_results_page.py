@@ -182,13 +182,14 @@ def test_every_view_gives_an_experiment_the_same_colour(tmp_path):
 
 
 def test_each_group_of_experiments_can_be_hidden_in_every_chart_at_once(tmp_path):
-    """A checkbox per group (the original's four, controls, methods, dense twins) sets one signal
+    """A checkbox per group (the original's four, controls, methods, dense twins, the dense
+    frontier's rungs) sets one signal
     in every chart, and every chart that draws experiments filters its marks by it; the time to
     accuracy is a matrix of experiments by targets rather than a table of every pair."""
     curves, summary = fixture()
     groups = {"baseline": "original", "warmup_sel": "control"}
     specs = charts(curves, summary, list(CLASSES), groups)
-    signals = {f"show_{g.replace(' ', '_')}" for g in ("original", "control", "method", "dense twin")}
+    signals = {f"show_{g.replace(' ', '_')}" for g in ("original", "control", "method", "dense twin", "dense frontier")}
     grouped = [s for s in specs if "E and confidence C" not in s["title"]]
     for spec in grouped:
         assert signals <= {p["name"] for p in spec["params"]}, spec["title"]

@@ -63,10 +63,34 @@ def test_time_to_accuracy_reaches_summary_md_and_mlflow():
     summary = hand_made()
     text = markdown(summary, "note")
     assert "## Time to accuracy" in text
-    assert "| method | 100% (90.0%) | not reached (1/2 seeds) | not reached (1/2 seeds) |" in text
+    assert "| method | 100% of baseline (90.0%) | not reached (1/2 seeds) | not reached (1/2 seeds) |" in text
     metrics = mlflow_metrics(summary)
     assert metrics["to_acc90/method.flops_executed_T.mean"] == pytest.approx(1.5)
     assert metrics["to_acc100/method.reached"] == 1 and "to_acc100/method.train_time_s.mean" not in metrics
+
+
+def test_an_absolute_target_is_timed_beside_the_fractions_and_labelled_apart():
+    """report.targets: accuracies of their own, not of the baseline's. 0.9 absolute is crossed by
+    `method` between two evaluations in seed 1 (0.81 -> 0.95 at FLOPs 1 -> 2: 1 + 0.09 / 0.14)
+    and in neither by seed 2, so it is not reached there; the fraction 0.9 (0.81) is."""
+    curves = {"baseline": {1: curve([0.0, 0.5, 0.8], [0, 5, 10], [0, 50, 100]),
+                           2: curve([0.0, 0.6, 1.0], [0, 5, 10], [0, 50, 100])},
+              "method": {1: curve([0.0, 0.81, 0.95], [0, 1, 2], [0, 5, 10])}}
+    summaries = {name: {seed: {"acc/test_full": 0.3} for seed in by_seed} for name, by_seed in curves.items()}
+    summary = summarise(summaries, {}, curves, targets=(0.9, 0.925))
+    rows = {(r["experiment"], r["target"], r["absolute"]): r for r in summary["time_to_accuracy"]}
+    crossed = rows["method", 0.9, True]
+    assert crossed["accuracy"] == 0.9 and crossed["compute/flops_executed_T"]["mean"] == pytest.approx(1 + 0.09 / 0.14)
+    assert rows["method", 0.9, False]["accuracy"] == pytest.approx(0.81)  # the fraction's row stays
+    assert rows["baseline", 0.9, True]["reached"] == [2] and rows["baseline", 0.9, True]["compute/train_time_s"] is None
+    text = markdown(summary, "note")
+    assert "| method | 90% val | 1.643 |" in text and "| method | 92.5% val |" in text
+    assert "| method | 90% of baseline (81.0%) | 1 |" in text
+    metrics, head = mlflow_metrics(summary), headline(summary)
+    assert metrics["to_val90/method.flops_executed_T.mean"] == pytest.approx(1.643, abs=1e-3)
+    assert metrics["to_acc90/method.flops_executed_T.mean"] == 1.0 and metrics["to_val90/baseline.reached"] == 1
+    assert head["method"]["to_val90_flops_executed_T"] == pytest.approx(1.643, abs=1e-3)
+    assert head["method"]["to90_flops_executed_T"] == 1.0 and "to_val90_train_time_s" not in head["baseline"]
 
 
 def test_headline_holds_what_reaching_90_percent_cost_where_every_seed_did():

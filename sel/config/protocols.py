@@ -1,20 +1,25 @@
 """Named protocols: sets of params overrides, applied with `dvc exp run -S` like any other.
 
     python -m sel.config.protocols cpu-small [--print] [more dvc exp run arguments]
+    python -m sel.config.protocols airbench-full --write
 
 runs `dvc exp run -S model.width=16 ... [more arguments]`; arguments after the protocol's come
 later on the command line, so `-S data.source=...` or `-n NAME` can be added or overridden.
+`--write` writes the overrides into params.yaml instead (its comments kept), for `dvc repro`: a
+run longer than a session goes on from where the last one stopped with the same params.
 """
 
 import copy
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from sel.config.params import (BUDGET_STAGE, DEFAULT_EXPERIMENTS, DENSE_STAGE, MEASURED_STAGE, TWIN, Params,
                                parse_params)
 from sel.core.cli import shorten
 from sel.core.errors import SelError
+from sel.core.files import staged_outputs
 
 SECOND_VIEWS = ("class_draw_50_constant", "infobatch_r50_constant")  # left out of cpu-seeds to fit a session
 
@@ -178,11 +183,66 @@ def set_args(overrides: dict) -> list[str]:
     return args
 
 
+def write_params(overrides: dict, path: Path) -> None:
+    """params.yaml with the overrides written in, its comments and layout kept (ruamel.yaml, the
+    round-trip parser DVC itself edits params.yaml with); checked before the file is replaced."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import YAMLError
+
+    def flow(value):  # short lists and each experiment's knobs on one line, as params.yaml writes them
+        if isinstance(value, dict):
+            node = CommentedMap((k, flow(v)) for k, v in value.items())
+            if not any(isinstance(v, (dict, list)) for v in value.values()):
+                node.fa.set_flow_style()
+            return node
+        if isinstance(value, list):
+            node = CommentedSeq(value)
+            node.fa.set_flow_style()
+            return node
+        return value
+
+    yaml = YAML()
+    yaml.width = 110
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    try:
+        doc = yaml.load(path.read_text())
+    except (OSError, YAMLError) as e:
+        raise SelError(f"{path}: cannot read it as YAML ({shorten(' '.join(str(e).split()))})") from None
+    parse_params(apply_overrides(yaml_plain(doc), overrides))  # refused before anything is written
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        node = doc
+        for part in parents:
+            node = node.setdefault(part, CommentedMap())
+        node[last] = flow(value)
+    with staged_outputs(path) as (tmp,):
+        with open(tmp, "w") as f:
+            yaml.dump(doc, f)
+
+
+def yaml_plain(node):
+    """ruamel's round-trip nodes as plain dicts and lists, for parse_params."""
+    if isinstance(node, dict):
+        return {k: yaml_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [yaml_plain(v) for v in node]
+    return node
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in PROTOCOLS:
-        sys.exit(f"usage: python -m sel.config.protocols {{{','.join(PROTOCOLS)}}} [--print] [dvc exp run args]")
+        sys.exit(f"usage: python -m sel.config.protocols {{{','.join(PROTOCOLS)}}} [--print | --write] "
+                 "[dvc exp run args]")
     name, rest = argv[0], argv[1:]
+    if "--write" in rest:  # into params.yaml, for `dvc repro` (a run in pieces continues with it)
+        try:
+            write_params(PROTOCOLS[name], Path("params.yaml"))
+        except SelError as e:
+            sys.exit(f"error: {e}")
+        print(f"params.yaml: the {name} protocol's overrides written in; `dvc repro` runs it")
+        return
     command = ["dvc", "exp", "run", *set_args(PROTOCOLS[name]), *[a for a in rest if a != "--print"]]
     print(shlex.join(command), flush=True)
     if "--print" not in rest:

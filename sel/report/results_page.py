@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from sel.config.names import label
-from sel.report.summary import TO_ACCURACY_HEADING, TO_ACCURACY_NOTE, colours, ec_measured
+from sel.report.frontier import METHOD_KNOBS
+from sel.report.summary import TO_ACCURACY_HEADING, TO_ACCURACY_NOTE, colours, ec_measured, partial, target_label
 
 VENDOR = Path(__file__).parents[1] / "vendor"
 SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
@@ -29,17 +30,20 @@ LINES = [("acc/test_full", "Full test accuracy", "accuracy", ".1%"),
 
 
 # The groups a reader toggles on the page, in order: the original's four experiments, the
-# controls that take SEL apart, the methods whose savings are executed, and the dense runs at
-# other experiments' budgets (the dense frontier the methods are judged against).
-GROUPS = ("original", "control", "method", "dense twin")
+# controls that take SEL apart, the methods whose savings are executed, the dense runs at other
+# experiments' budgets, and the rungs of the dense frontier the methods are judged against.
+GROUPS = ("original", "control", "method", "dense twin", "dense frontier")
 ORIGINALS = ("baseline", "lottery", "sel95", "warmup_sel")
-METHOD_KNOBS = ("selective_keep", "class_draw", "infobatch_prune")
+FRONTIER_GROUP = "dense frontier"
 
 
-def group_of(name: str, spec) -> str:
-    """The page's group of experiment `name` with knobs `spec` (params.yaml's experiment)."""
+def group_of(name: str, spec, rungs=()) -> str:
+    """The page's group of experiment `name` with knobs `spec` (params.yaml's experiment); `rungs`:
+    the frontiers' rungs (frontier.frontier_rungs), the original's four apart."""
     if name in ORIGINALS:
         return "original"
+    if name in rungs:
+        return FRONTIER_GROUP
     if isinstance(getattr(spec, "budget", None), str):
         return "dense twin"
     if any(getattr(spec, knob, None) is not None for knob in METHOD_KNOBS):
@@ -199,13 +203,13 @@ def per_class_accuracy(rows: list[dict], systems: list[str], classes: list[str])
                                      {"field": "class_acc", "format": ".1%"}]}}
 
 
-def _point(e: dict, metric: str) -> dict | None:
-    stat = e["metrics"].get(metric)
+def _with_interval(row: dict, field: str, stat: dict | None) -> dict:
+    """`row` with `field`'s mean and 95% interval (`_lo`, `_hi`: the mean itself without one)."""
     if stat is None:
-        return None
-    lo, hi = stat["ci_low"], stat["ci_high"]
-    return {"mean": stat["mean"], "lo": stat["mean"] if lo is None else lo,
-            "hi": stat["mean"] if hi is None else hi}
+        return row
+    mean = stat["mean"]
+    lo, hi = (mean, mean) if stat["ci_low"] is None else (stat["ci_low"], stat["ci_high"])
+    return {**row, field: mean, f"{field}_lo": lo, f"{field}_hi": hi}
 
 
 # The costs final accuracy is drawn against, with its Pareto front: (field, axis title, d3 format).
@@ -223,13 +227,12 @@ def scatter_rows(summary: dict, groups: dict[str, str] | None = None) -> list[di
     for e in summary["experiments"]:
         group = (groups or {}).get(e["experiment"]) or group_of(e["experiment"], None)
         row = {"experiment": e["system"], "group": group, "n": len(e["seeds"])}
-        points = {m: _point(e, m) for m in ("acc/test_full", "compute/saved_proxy_pct",
-                                            "compute/saved_executed_pct", "compute/time_s",
-                                            "compute/flops_executed_T")}
-        points["train_s"] = _point(e, "compute/train_time_s") or points["compute/time_s"]
-        for metric, p in points.items():
-            if p is not None:
-                row.update({metric: p["mean"], f"{metric}_lo": p["lo"], f"{metric}_hi": p["hi"]})
+        stats = {m: e["metrics"].get(m) for m in ("acc/test_full", "compute/saved_proxy_pct",
+                                                  "compute/saved_executed_pct", "compute/time_s",
+                                                  "compute/flops_executed_T")}
+        stats["train_s"] = e["metrics"].get("compute/train_time_s") or stats["compute/time_s"]
+        for metric, stat in stats.items():
+            row = _with_interval(row, metric, stat)
         out.append(row)
     for cost, *_ in COSTS:
         front = pareto_front(out, cost)
@@ -284,18 +287,55 @@ def accuracy_vs_saved(rows: list[dict], systems: list[str]) -> dict:
                         panel("compute/saved_executed_pct", "FLOPs saved, executed (%)")]}
 
 
-def accuracy_vs_cost(rows: list[dict], systems: list[str], cost: str, title: str, fmt: str) -> dict:
-    """Final accuracy against what training spent, each with its 95% interval, and the Pareto
-    front as a line: top left is best, and a method off the front costs more than some other
-    run that is at least as accurate (budget-matched dense runs included)."""
+def frontier_rows(summary: dict, cost: str) -> list[dict]:
+    """Per rung of each dense frontier (summary.json's "frontier"): its schedule, and its mean
+    accuracy and `cost` (a COSTS field) with their 95% intervals, in the page's frontier group."""
+    metric = "compute/train_time_s" if cost == "train_s" else cost
+    out = []
+    for schedule, rungs in summary.get("frontier", {}).get("rungs", {}).items():
+        for r in rungs:
+            if "acc/test_full" in r and metric in r:
+                row = {"experiment": label(r["experiment"]), "schedule": schedule, "group": FRONTIER_GROUP}
+                out.append(_with_interval(_with_interval(row, "acc/test_full", r["acc/test_full"]), cost, r[metric]))
+    return out
+
+
+def _frontier_layers(rungs: list[dict], x: dict, fmt: str) -> list[dict]:
+    """The dense frontier: a line through its rungs' means (one per schedule, told apart by its
+    dash), over a band of their accuracy's 95% intervals; hidden with the frontier group."""
+    _, shown = _toggles()
+    data, schedule = {"values": rungs}, {"field": "schedule", "type": "nominal", "title": "dense frontier"}
+    tooltip = [{"field": "experiment", "title": "rung"}, {"field": "schedule"},
+               {"field": "acc/test_full", "format": ".1%"},
+               {"field": "acc/test_full_lo", "title": "95% low", "format": ".1%"},
+               {"field": "acc/test_full_hi", "title": "95% high", "format": ".1%"},
+               {"field": x["field"], "format": fmt, "title": x["title"]}]
+    return [{"data": data, "transform": [shown], "mark": {"type": "area", "color": "#333", "opacity": 0.12},
+             "encoding": {"x": x, "y": {**ACCURACY, "field": "acc/test_full_lo"}, "y2": {"field": "acc/test_full_hi"},
+                          "detail": schedule}},
+            {"data": data, "transform": [shown], "mark": {"type": "line", "color": "#333", "point": True},
+             "encoding": {"x": x, "y": ACCURACY, "strokeDash": schedule, "tooltip": tooltip,
+                          "order": {"field": x["field"], "type": "quantitative"}}}]
+
+
+def accuracy_vs_cost(rows: list[dict], systems: list[str], cost: str, title: str, fmt: str,
+                     rungs: list[dict] = ()) -> dict:
+    """Final accuracy against what training spent, each with its 95% interval: the dense frontier
+    (`rungs`, frontier_rows) as a line with its band, every other experiment as a point, and the
+    Pareto front as a dashed line. Top left is best; a method below the frontier does worse than
+    dense training given what it spent, and one off the Pareto front costs more than some other
+    run that is at least as accurate."""
     x = {"field": cost, "type": "quantitative", "title": title, "axis": {"format": fmt}}
     front = sorted((r for r in rows if r[f"front:{cost}"]), key=lambda r: r[cost])
     line = {"data": {"values": front}, "mark": {"type": "line", "color": "#555", "strokeDash": [6, 3]},
             "encoding": {"x": x, "y": ACCURACY, "order": {"field": cost, "type": "quantitative"}}}
+    on_frontier = {r["experiment"] for r in rungs}
     toggles, shown = _toggles()
-    return {"$schema": SCHEMA, "title": f"Accuracy against {title}: Pareto front (95% intervals)",
-            "width": 420, "height": 260, "data": {"values": rows}, "params": toggles, "transform": [shown],
-            "layer": [line, *_accuracy_points(x, fmt, systems, [{"field": f"front:{cost}", "title": "on the front"}])]}
+    return {"$schema": SCHEMA, "title": f"Accuracy against {title}: dense frontier and Pareto front (95% intervals)",
+            "width": 420, "height": 260, "data": {"values": [r for r in rows if r["experiment"] not in on_frontier]},
+            "params": toggles, "transform": [shown],
+            "layer": [*(_frontier_layers(rungs, x, fmt) if rungs else []), line,
+                      *_accuracy_points(x, fmt, systems, [{"field": f"front:{cost}", "title": "on the front"}])]}
 
 
 def summary_bars(rows: list[dict], systems: list[str]) -> dict:
@@ -320,21 +360,24 @@ def summary_bars(rows: list[dict], systems: list[str]) -> dict:
 
 
 def time_to_accuracy_chart(summary: dict, systems: list[str], groups: dict[str, str]) -> dict:
-    """Time to accuracy as a matrix, experiment by target: each cell the executed training FLOPs
-    spent to reach the target, as a multiple of the baseline's (its colour) and in TFLOPs (its
-    text), or how many seeds got there when not every one did."""
+    """Time to accuracy as a matrix, experiment by target (fractions of the baseline's final
+    validation accuracy, then absolute accuracies): each cell the executed training FLOPs spent
+    to reach the target, as a multiple of the baseline's (its colour) and in TFLOPs (its text),
+    or how many seeds got there when not every one did."""
     rows = summary.get("time_to_accuracy", [])
-    base = {r["target"]: r["compute/flops_executed_T"] for r in rows if r["experiment"] == "baseline"}
+    base = {target_label(r): r["compute/flops_executed_T"] for r in rows if r["experiment"] == "baseline"}
+    targets = list(dict.fromkeys(target_label(r) for r in rows))  # fractions of the baseline's, then absolute
     cells = []
     for r in rows:
-        spent, ref = r["compute/flops_executed_T"], base.get(r["target"])
+        spent, ref = r["compute/flops_executed_T"], base.get(target_label(r))
         cells.append({"experiment": label(r["experiment"]), "group": groups.get(r["experiment"], "control"),
-                      "target": f"{r['target']:.0%} ({r['accuracy']:.1%})",
+                      "target": target_label(r),
                       "ratio": spent["mean"] / ref["mean"] if spent and ref else None,
                       "text": f"{spent['mean']:.3g} T" if spent else f"{len(r['reached'])}/{len(r['seeds'])} seeds"})
     toggles, shown = _toggles()
     y = {"field": "experiment", "type": "nominal", "sort": systems, "title": None}
-    x = {"field": "target", "type": "ordinal", "title": "validation accuracy reached (of the baseline's final)"}
+    x = {"field": "target", "type": "ordinal", "sort": targets,
+         "title": "validation accuracy reached: a share of the baseline's final, or absolute (val)"}
     return {"$schema": SCHEMA, "title": "Time to accuracy: executed FLOPs to first reach each target",
             "data": {"values": cells}, "params": toggles, "transform": [shown], "width": 420,
             "layer": [{"mark": "rect", "encoding": {
@@ -361,7 +404,8 @@ def charts(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict, 
            for col, title, y_title, fmt in LINES]
     out.insert(4, class_chart(per_class, systems, classes))
     out += [per_class_accuracy(per_class, systems, classes), accuracy_vs_saved(scatter, systems),
-            *(accuracy_vs_cost(scatter, systems, *cost) for cost in COSTS), summary_bars(scatter, systems)]
+            *(accuracy_vs_cost(scatter, systems, *cost, frontier_rows(summary, cost[0])) for cost in COSTS),
+            summary_bars(scatter, systems)]
     if summary.get("time_to_accuracy"):
         out.append(time_to_accuracy_chart(summary, systems, groups))
     return out
@@ -400,6 +444,15 @@ def _time_to_accuracy(markdown: str) -> str:
                       f'<p class="caption">{html.escape(TO_ACCURACY_NOTE)}</p>\n{table}')
 
 
+def _partial(summary: dict) -> str:
+    """summary.md's partial line, in HTML, on a line of its own; "" for a summary of every listed run."""
+    gap = partial(summary)
+    if gap is None:
+        return ""
+    return (f'\n<p class="partial"><strong>{html.escape(gap[0])}</strong> ({html.escape(gap[1])}: '
+            "<code>dvc repro</code> trains them)</p>")
+
+
 def write_results_page(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary: dict,
                        classes: list[str], caption: str, markdown: str, path: Path,
                        groups: dict[str, str] | None = None) -> None:
@@ -425,7 +478,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 {scripts}
 </head>
 <body>
-<h1>SEL benchmark: results</h1>
+<h1>SEL benchmark: results</h1>{_partial(summary)}
 <p class="caption">{html.escape(caption)}</p>
 <p class="caption">Lines: mean over seeds; bands and bars: 95% confidence intervals (Student t).
 Dashed rules: stage boundaries. Hover a point for its values; click a legend entry to bring one

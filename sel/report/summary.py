@@ -1,12 +1,13 @@
 """The benchmark's summary over seeds: per experiment and metric the mean, sd, n and 95%
 interval; each experiment's paired difference to the baseline; the attribution of SEL's
 accuracy gap to its factors (params.yaml `attribution`); time-to-accuracy, read on the validation
-split; mean curves per epoch."""
+split; each experiment against the dense frontier (sel/report/frontier.py); mean curves per epoch."""
 
 import numpy as np
 import pandas as pd
 
 from sel.config.names import label
+from sel.report.frontier import OUTSIDE, frontier
 from sel.report.stats import binomial_se, describe, joint_level, paired
 
 # Final-epoch figures of a run's summary.json that the summary describes over seeds.
@@ -89,21 +90,38 @@ def spent_to_reach(curve: pd.DataFrame, accuracy: float) -> dict | None:
     return {m: float(curve[m].iloc[i - 1] + share * (curve[m].iloc[i] - curve[m].iloc[i - 1])) for m in SPENT}
 
 
-def time_to_accuracy(curves: dict[str, dict[int, pd.DataFrame]], reference: float) -> list[dict]:
-    """Per experiment and target, the seeds that reached it and, when every seed did, the mean
-    and 95% interval of what they spent; a mean over the seeds that happened to get there would
-    flatter a run that mostly does not, so then only the count is given ("not reached").
-    `curves`: {experiment: {seed: validation curve}}."""
+def time_to_accuracy(curves: dict[str, dict[int, pd.DataFrame]], reference: float | None,
+                     targets: tuple[float, ...] = ()) -> list[dict]:
+    """Per experiment and target (TARGETS of the baseline's `reference` when there is one, then the
+    absolute `targets`, params.yaml `report.targets`), the seeds that reached it and, when every
+    seed did, the mean and 95% interval of what they spent; a mean over the seeds that happened to
+    get there would flatter a run that mostly does not, so then only the count is given ("not
+    reached"). `curves`: {experiment: {seed: validation curve}}."""
+    goals = [(fraction, fraction * reference, False) for fraction in (TARGETS if reference is not None else ())]
+    goals += [(accuracy, accuracy, True) for accuracy in targets]
     rows = []
     for name, by_seed in curves.items():
-        for fraction in TARGETS:
-            spent = {seed: spent_to_reach(c, fraction * reference) for seed, c in by_seed.items()}
+        for target, accuracy, absolute in goals:
+            spent = {seed: spent_to_reach(c, accuracy) for seed, c in by_seed.items()}
             reached = [seed for seed, v in spent.items() if v is not None]
             every = len(reached) == len(spent)
-            rows.append({"experiment": name, "target": fraction, "accuracy": fraction * reference,
+            rows.append({"experiment": name, "target": target, "absolute": absolute, "accuracy": accuracy,
                          "seeds": sorted(spent), "reached": sorted(reached),
                          **{m: describe(v[m] for v in spent.values()) if every else None for m in SPENT}})
     return rows
+
+
+def target_label(row: dict) -> str:
+    """A time-to-accuracy target as tables and charts name it: "92% val" (absolute) or "90% of
+    baseline (81.0%)" (a fraction of the baseline's final validation accuracy)."""
+    if row.get("absolute"):
+        return f"{100 * row['target']:g}% val"
+    return f"{row['target']:.0%} of baseline ({row['accuracy']:.1%})"
+
+
+def _target_key(row: dict) -> str:
+    """A target in MLflow's and headline.json's names: `val92` (absolute) or `acc90` (fraction)."""
+    return f"val{100 * row['target']:g}" if row.get("absolute") else f"acc{round(100 * row['target'])}"
 
 
 def final_validation(curves: dict[int, pd.DataFrame]) -> float | None:
@@ -116,14 +134,19 @@ def final_validation(curves: dict[int, pd.DataFrame]) -> float | None:
 
 def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tuple[str, str]],
               validations: dict[str, dict[int, pd.DataFrame]] | None = None,
-              schedules: dict[str, str] | None = None, n_test: int | None = None) -> dict:
+              schedules: dict[str, str] | None = None, n_test: int | None = None,
+              targets: tuple[float, ...] = (), ladders: dict[str, dict[str, float | None]] | None = None,
+              missing: list[tuple[str, int]] = ()) -> dict:
     """Everything summary.json holds: statistics per experiment and metric, what other training
     ran beside its seeds ({seed: names}, from the runs' summaries), the paired
     difference of each experiment to the baseline, the attribution rows and, from the validation
-    curves (`validations`: {experiment: {seed: validation.csv}}), the time to accuracy against the
-    baseline's final validation accuracy: none when a run has no validation split.
-    `schedules` ({experiment: lr_schedule}) puts on each comparison the schedules it pairs, and
-    `n_test` (test images) lets summary.md size the test set's own sampling error."""
+    curves (`validations`: {experiment: {seed: validation.csv}}), the time to accuracy to fractions
+    of the baseline's final validation accuracy and to the absolute `targets`: none when a run has
+    no validation split. `schedules` ({experiment: lr_schedule}) puts on each comparison the
+    schedules it pairs, `n_test` (test images) lets summary.md size the test set's own sampling
+    error, `ladders` (frontier.frontier_rungs) adds each experiment's place against the dense
+    frontier, and `missing` (runs.read_runs) names the listed runs that have not trained: the
+    summary is then partial, and every view says so."""
     values = per_seed_values(summaries)
     pair = (lambda a, b: {"schedules": [schedules[a], schedules[b]]}) if schedules else (lambda a, b: {})
     experiments = []
@@ -147,16 +170,18 @@ def summarise(summaries: dict[str, dict[int, dict]], attribution: dict[str, tupl
     validations = validations or {}
     reference = final_validation(validations.get("baseline", {}))
     every_split = all(not c.empty for by_seed in validations.values() for c in by_seed.values())
-    to_target = time_to_accuracy(validations, reference) if reference is not None and every_split else []
+    to_target = time_to_accuracy(validations, reference, targets) if every_split else []
     return {"seeds": sorted({s for by_seed in summaries.values() for s in by_seed}),
+            **({"missing": [[name, seed] for name, seed in missing]} if missing else {}),
             "experiments": experiments, "attribution": rows, "time_to_accuracy": to_target,
-            **({"n_test": n_test} if n_test else {})}
+            **({"n_test": n_test} if n_test else {}),
+            **({"frontier": frontier(values, ladders, schedules or {})} if ladders is not None else {})}
 
 
 # The few figures per experiment that `dvc exp show` and `dvc metrics diff` compare (DVC shows
 # the leaves of metrics/headline.json as columns): final accuracy with its interval, executed
 # compute, wall-clock, sparsity and what it spent to reach 90% of the baseline's validation
-# accuracy (HEADLINE_TARGET); they grow with experiments, not with seeds.
+# accuracy (HEADLINE_TARGET) and each absolute target; they grow with experiments, not with seeds.
 HEADLINE = {"acc/test_full": "test_full", "compute/flops_executed_T": "flops_executed_T",
             "compute/time_s": "time_s", "sparsity/sparsity": "sparsity"}
 
@@ -167,10 +192,11 @@ HEADLINE_TARGET = 0.90
 def headline(summary: dict) -> dict:
     """{experiment: {figure: value}}: means over seeds, the accuracy's 95% interval, and the mean
     executed FLOPs and training seconds to HEADLINE_TARGET of the baseline's validation accuracy
-    (`to90_flops_executed_T`, `to90_train_time_s`) where every seed reached it: a saving is
-    judged by what reaching an accuracy cost, not by what a shorter run spent."""
+    (`to90_flops_executed_T`, `to90_train_time_s`) and to each absolute target (`to_val92_...`)
+    where every seed reached it: a saving is judged by what reaching an accuracy cost, not by
+    what a shorter run spent."""
     out = {}
-    reached = {(r["experiment"], r["target"]): r for r in summary.get("time_to_accuracy", [])}
+    to_targets = [r for r in summary.get("time_to_accuracy", []) if r.get("absolute") or r["target"] == HEADLINE_TARGET]
     for e in summary["experiments"]:
         figures = {}
         for metric, name in HEADLINE.items():
@@ -179,10 +205,11 @@ def headline(summary: dict) -> dict:
                 figures[name] = stat["mean"]
                 if metric == "acc/test_full" and stat["ci_low"] is not None:
                     figures.update({f"{name}_ci_low": stat["ci_low"], f"{name}_ci_high": stat["ci_high"]})
-        to_target = reached.get((e["experiment"], HEADLINE_TARGET), {})
-        for metric in SPENT:
-            if to_target.get(metric) is not None:
-                figures[f"to{round(100 * HEADLINE_TARGET)}_{metric.rpartition('/')[2]}"] = to_target[metric]["mean"]
+        for r in (r for r in to_targets if r["experiment"] == e["experiment"]):
+            prefix = f"to_{_target_key(r)}" if r.get("absolute") else f"to{round(100 * r['target'])}"
+            for metric in SPENT:
+                if r[metric] is not None:
+                    figures[f"{prefix}_{metric.rpartition('/')[2]}"] = r[metric]["mean"]
         out[e["experiment"]] = figures
     return out
 
@@ -190,7 +217,8 @@ def headline(summary: dict) -> dict:
 def mlflow_metrics(summary: dict, point: str = "") -> dict:
     """`<metric>/<point><experiment>.<mean|sd|ci_low|ci_high|n>` (the metric without its
     section: `test_full/sel95.mean`; a sweep's point as `p1.`) and `attribution/<factor>.<...>`:
-    MLflow's chart sections then hold one metric each, every experiment side by side."""
+    MLflow's chart sections then hold one metric each, every experiment side by side; time to
+    accuracy as `to_acc90/...` (a fraction of the baseline's) and `to_val92/...` (absolute)."""
     out = {}
     for e in summary["experiments"]:
         for metric, stat in e["metrics"].items():
@@ -201,13 +229,29 @@ def mlflow_metrics(summary: dict, point: str = "") -> dict:
         diff = r["acc/test_full"]
         out.update({f"attribution/{point}{r['factor']}.{k}": diff[k] for k in ("mean", "ci_low", "ci_high", "n")})
     for r in summary.get("time_to_accuracy", []):
-        section = f"to_acc{round(100 * r['target'])}/{point}{r['experiment']}"
+        section = f"to_{_target_key(r)}/{point}{r['experiment']}"
         out[f"{section}.reached"] = len(r["reached"])
         for metric in SPENT:
             if r[metric] is not None:
                 leaf = metric.rpartition("/")[2]
                 out.update({f"{section}.{leaf}.{k}": r[metric][k] for k in ("mean", "ci_low", "ci_high", "n")})
     return {k: v for k, v in out.items() if v is not None}
+
+
+NAMED_MISSING = 12  # missing runs the partial line names; it counts the rest
+
+
+def partial(summary: dict) -> tuple[str, str] | None:
+    """("Partial: 17 of 39 runs", "missing: baseline@43, ... and 5 more") of a summary made before
+    every listed run had trained, for summary.md, the results page and the figure to lead with;
+    None when none is missing."""
+    missing = [f"{name}@{seed}" for name, seed in summary.get("missing", [])]
+    if not missing:
+        return None
+    done = sum(len(e["seeds"]) for e in summary["experiments"])
+    rest = len(missing) - NAMED_MISSING
+    named = ", ".join(missing[:NAMED_MISSING]) + (f" and {rest} more" if rest > 0 else "")
+    return f"Partial: {done} of {done + len(missing)} runs", f"missing: {named}"
 
 
 def cell(stat: dict | None, metric: str, digits: str = ".4g") -> str:
@@ -250,14 +294,17 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
                "compute/train_time_s": "Training (s)",
                "compute/saved_proxy_pct": "Saved, proxy", "compute/saved_executed_pct": "Saved, executed",
                "sparsity/sparsity": "Grad. sparsity", "sparsity/params_changed": "Params changed"}
-    lines = ["# SEL benchmark", "", note, "",
-             f"Seeds: {', '.join(map(str, summary['seeds']))}. Each cell is the final epoch's mean over "
-             f"the seeds{' ± half its 95% confidence interval (Student t)' if n > 1 else ''}. "
-             "Grad. sparsity: gradient entries zeroed per step; params changed: weights the optimizer "
-             "step changed; both over the masked epochs (every epoch of a dense run)."
-             + (" The held-out subset is the whole test set here (data.held_out_per_class = "
-                "data.test_per_class), so its accuracy is the full test's and has no column of its own."
-                if held_out_is_test_set else ""), ""]
+    lines = ["# SEL benchmark", ""]
+    if gap := partial(summary):
+        lines += [f"**{gap[0]}** ({gap[1]}: `dvc repro` trains them)", ""]
+    lines += [note, "",
+              f"Seeds: {', '.join(map(str, summary['seeds']))}. Each cell is the final epoch's mean over "
+              f"the seeds{' ± half its 95% confidence interval (Student t)' if n > 1 else ''}. "
+              "Grad. sparsity: gradient entries zeroed per step; params changed: weights the optimizer "
+              "step changed; both over the masked epochs (every epoch of a dense run)."
+              + (" The held-out subset is the whole test set here (data.held_out_per_class = "
+                 "data.test_per_class), so its accuracy is the full test's and has no column of its own."
+                 if held_out_is_test_set else ""), ""]
     lines += _table(["System", "n", *columns.values()], [
         [e["system"], str(len(e["seeds"]))] + [cell(e["metrics"].get(k), k, ".0f" if k in SECONDS else ".4g")
                                                + (_time_mark(e) if k in SECONDS else "")
@@ -283,6 +330,7 @@ def markdown(summary: dict, note: str, held_out_is_test_set: bool = False) -> st
             for r in summary["attribution"]])
         lines += _interval_lines([r["acc/test_full"] for r in summary["attribution"]], summary["attribution"], summary)
     lines += _time_to_accuracy_lines(summary.get("time_to_accuracy", []))
+    lines += _frontier_lines(summary)
     lines += ["", "Executed FLOPs: conv/matmul arithmetic measured with FlopCounterMode, every pass a run "
                   "executes counted (evaluation apart): a forward+backward per image trained; selective "
                   "backward's forward of every candidate; for a run that reads SEL's pools or gamma, the "
@@ -339,12 +387,24 @@ def _interval_lines(diffs: list[dict | None], rows: list[dict], summary: dict) -
 TO_ACCURACY_HEADING = "## Time to accuracy"  # the results page finds its table under it
 TO_ACCURACY_NOTE = ("What each run had spent (cumulative, evaluation apart) when its accuracy on the validation "
                     "split (data.val_per_class training images per class, never trained on) first reached a "
-                    "fraction of the baseline's final mean validation accuracy, interpolated linearly between "
+                    "fraction of the baseline's final mean validation accuracy (\"90% of baseline\") or an "
+                    "absolute accuracy (\"92% val\", params.yaml report.targets), interpolated linearly between "
                     "the two evaluations around the crossing (every train.val_every steps and at epoch ends); "
                     "a mean needs every seed to reach it. Compare a method with the dense run at its budget "
-                    "(params.yaml `attribution`).")
+                    "(params.yaml `attribution`) or with the dense frontier (below).")
 NO_VALIDATION = ("Not computed: it needs a validation split in every run (data.val_per_class > 0) and a "
-                 "baseline, as its targets and crossings are read on the validation split, never on the test set.")
+                 "baseline or report.targets, as its targets and crossings are read on the validation split, "
+                 "never on the test set.")
+FRONTIER_HEADING = "## Against the dense frontier"
+FRONTIER_NOTE = ("The dense frontier of a learning-rate schedule: its dense runs with no method, mask or loss-scaled "
+                 "lr, at a ladder of budgets (shares of the images; 100%: all). Each other run's final full-test "
+                 "accuracy minus the frontier's, read per seed on the line through that seed's rungs (in order of "
+                 "their own cost) at the run's executed FLOPs and at its training seconds, paired by seed, "
+                 "percentage points [95% interval]; a seed whose cost lies outside the rungs' range gives none "
+                 f"({OUTSIDE}: no extrapolation). Verdict, at equal FLOPs: saves where the interval lies wholly "
+                 "above zero, below the frontier where wholly below, not detectably different where it holds zero.")
+NO_FRONTIER = ("Not computed: it needs at least two dense rungs on one learning-rate schedule (dense runs with no "
+               "method knob, e.g. the baseline and one at `budget: 0.5`).")
 
 
 BESIDE_MARK = " †"  # a time measured with other training beside it
@@ -386,8 +446,41 @@ def _time_to_accuracy_lines(rows: list[dict]) -> list[str]:
 
     lines = ["", TO_ACCURACY_HEADING, "", TO_ACCURACY_NOTE, ""]
     return lines + _table(["System", "Target", *SPENT.values()], [
-        [label(r["experiment"]), f"{r['target']:.0%} ({r['accuracy']:.1%})"] + [spent(r, m) for m in SPENT]
+        [label(r["experiment"]), target_label(r)] + [spent(r, m) for m in SPENT]
         for r in rows])
+
+
+def _frontier_lines(summary: dict) -> list[str]:
+    """summary.md's section on the dense frontier: its rungs per schedule, then each other run's
+    differences to it and verdict, and what the intervals cover; none for a summary made without
+    the experiments' specs (a sweep's)."""
+    if "frontier" not in summary:
+        return []
+    rungs, rows = summary["frontier"]["rungs"], summary["frontier"]["comparisons"]
+    if not rungs:
+        return ["", FRONTIER_HEADING, "", NO_FRONTIER]
+    lines = ["", FRONTIER_HEADING, "", FRONTIER_NOTE, ""]
+    lines += _table(["Schedule", "Rung", "Budget", "Full test", *SPENT.values()], [
+        [schedule, label(r["experiment"]), "100%" if r["budget"] is None else f"{r['budget']:.0%}",
+         cell(r.get("acc/test_full"), "acc/test_full")]
+        + [cell(r.get(m), m, ".0f" if m in SECONDS else ".4g") for m in SPENT]
+        for schedule, ladder in rungs.items() for r in ladder])
+    if not rows:
+        return lines
+    lines += [""] + _table(["System", "Frontier", "Executed FLOPs (% of the 100% rung's)", "At equal FLOPs",
+                            "At equal time", "Verdict"], [
+        [label(r["experiment"]) + _schedule_mark(r), r["schedules"][1],
+         "n/a" if r["flops_pct"] is None else f"{r['flops_pct']:.0f}%", *(_against(r[m]) for m in SPENT),
+         r["verdict"]] for r in rows])
+    return lines + _interval_lines([r[m]["difference"] for r in rows for m in SPENT], rows, summary)
+
+
+def _against(comparison: dict) -> str:
+    """A difference to the frontier in points [95% interval], with the seeds outside the ladder."""
+    if comparison["difference"] is None:
+        return OUTSIDE if comparison["outside"] else "n/a"
+    n = len(comparison["outside"])
+    return _points(comparison["difference"]) + (f" ({n} seed{'s' if n > 1 else ''} {OUTSIDE})" if n else "")
 
 
 def mean_curves(histories: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:

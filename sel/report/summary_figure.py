@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sel.config.names import label  # noqa: E402
-from sel.report.summary import classes_of, colours, ec_measured  # noqa: E402
+from sel.report.summary import classes_of, colours, ec_measured, partial  # noqa: E402
 
 CURVES = [("acc/test_full", "test accuracy (full test set)"), ("acc/test_100", "held-out accuracy"),
           ("acc/train_acc", "train accuracy"), ("sparsity/sparsity", "gradient entries zeroed per step"),
@@ -54,7 +54,9 @@ def summary_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], summary
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("accuracy vs compute (95% intervals)")
-    fig.suptitle(textwrap.fill("SEL benchmark: mean over seeds; bands and bars: 95% confidence intervals "
+    gap = partial(summary)
+    fig.suptitle(textwrap.fill((f"{gap[0]} (summary.md names the missing). " if gap else "") +
+                               "SEL benchmark: mean over seeds; bands and bars: 95% confidence intervals "
                                "(Student t). Sparsity and weights changed: per epoch in the curves, mean "
                                f"over the masked epochs in summary.md. {caption}", 190), fontsize=11,
                  parse_math=False)  # the caption quotes the source: a `$` in it is no math
