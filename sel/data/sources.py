@@ -168,6 +168,9 @@ def _from_batches(files: dict, source: str) -> Cifar:
     classes = meta.get("label_names")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise SelError(f"{source}: batches.meta has no list of label_names")
+    if len(classes) < 2:
+        raise SelError(f"{source}: batches.meta label_names holds {len(classes)} name(s) "
+                       f"({', '.join(map(shorten, classes)) or 'none'}); at least two classes are needed to classify")
     check_names(f"{source}: batches.meta label_names", classes)  # MLflow keys, the page: before the batches
     train = [_batch_arrays(_unpickle(files[f], f), f) for f in BATCH_FILES[:5]]
     x_test, y_test = _batch_arrays(_unpickle(files["test_batch"], "test_batch"), "test_batch")
