@@ -1,6 +1,7 @@
 """Fixtures shared by the tests that run the pipeline for real: a copy of the project in a
 temporary git + DVC repository, configured by params overrides alone."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from builders import make_arrays, write_class_folder_tar
+from sel.core.errors import SelError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +24,16 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@contextlib.contextmanager
+def refused(message: str):
+    """Expects the block to raise a one-line SelError that contains `message`."""
+    with pytest.raises(SelError) as e:
+        yield
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
 PROJECT_FILES = ["sel", "pipeline", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore", ".dvc/plots"]
 

@@ -2,7 +2,6 @@
 file and a heading, and every module, file and protocol a command names exists."""
 
 import re
-from pathlib import Path
 
 import pytest
 

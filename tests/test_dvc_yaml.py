@@ -3,7 +3,6 @@ and exactly the library files its script imports, directly or through other sel 
 dense runs depend on nothing of SEL."""
 
 import ast
-import re
 from pathlib import Path
 
 import yaml
