@@ -36,7 +36,8 @@ def test_airbench_runs_every_method_through_dvc_repro(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["model"].update(arch="airbench", widths=WIDTHS, whiten_bias_epochs=1)
     params["train"].update(optimizer="sgd_nesterov", lr=0.05, weight_decay=5e-4, bias_lr_scale=4.0,
-                           label_smoothing=0.2, augment="translate2", warmup_fraction=0.2, tta=True)
+                           label_smoothing=0.2, augment="translate2", warmup_fraction=0.2, tta=True,
+                           warmup_from=0.2, lr_end=0.07, flip="alternate", lookahead=True, tta_translate=True)
     params["experiments"] = EXPERIMENTS
     params["train_stages"] = {"dense": [n for n in EXPERIMENTS if n != "sel95"], "sel": ["sel95"],
                               "budget": [], "measured": []}

@@ -15,7 +15,6 @@ from conftest import ROOT, refused
 from sel.core.errors import SelError
 from sel.data.dataset import Cifar, held_out_indices
 from sel.experiments.plan import ExperimentRun, check_plan, executed_images, plan, prep_flops
-from sel.method.flops import flops_per_image
 from sel.method.curriculum import Pools
 from sel.config.params import ModelParams, parse_params
 from sel.speed.bench import SyncCounter
@@ -51,8 +50,9 @@ def tiny_run(params, name: str) -> ExperimentRun:
     trainer = Trainer(fresh_model(42, ModelParams(width=4, pretrained=False), 10), DATA, held_out_indices(DATA.y_test, 1, 10),
                       device=torch.device("cpu"), precision="fp32", lr=1e-3, batch_size=BATCH,
                       eval_batch_size=64, seed=42)
-    prep = prep_flops(spec, params, len(DATA.y_train), *flops_per_image(trainer.model), len(DATA.classes))  # as the stage does
-    return ExperimentRun(name, trainer, phases, DATA.classes, out=None, prep=(prep, 0.0))
+    run = ExperimentRun(name, trainer, phases, DATA.classes, out=None)
+    run.add_prep(prep_flops(spec, params, len(DATA.y_train), run.train_flops, run.eval_flops, 10), 0.0)  # as the stage
+    return run
 
 
 def test_a_linear_learning_rate_runs_its_last_step_at_lr_over_t_and_ends_at_zero():

@@ -107,11 +107,25 @@ class TrainParams:
                                    "selection losses stay plain", lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
     augment: str = _knob("crop4", "crop4 (the original's: random crop of the zero-padded-by-4 image, flip) | "
                          "translate2 (airbench's: reflection-padded by 2, flip)", _one_of("crop4", "translate2"))
-    warmup_fraction: float = _knob(0.0, "runs with lr_schedule linear: the lr rises linearly from 0 over this "
-                                   "fraction of the run's steps, then decays linearly to 0",
+    warmup_fraction: float = _knob(0.0, "runs with lr_schedule linear: the lr rises linearly from 0 (or "
+                                   "warmup_from) over this fraction of the run's steps, then decays linearly "
+                                   "to 0 (or lr_end)",
                                    lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    warmup_from: float = _knob(0.0, "with warmup_fraction: the warm-up starts at lr times this (airbench: 0.2)",
+                               lambda v: None if 0 <= v <= 1 else "must be in [0, 1]")
+    lr_end: float = _knob(0.0, "runs with lr_schedule linear: the decay ends at lr times this (airbench: 0.07)",
+                          lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    flip: str = _knob("random", "random (each image flipped with p = 0.5 each epoch) | alternate (airbench's "
+                      "altflip: a random half flipped in even epochs, the other half in odd ones)",
+                      _one_of("random", "alternate"))
+    lookahead: bool = _knob(False, "every 5 steps the weights and BatchNorm statistics move to their running "
+                            "average, weighted 0.95^5 (t / T)^3 at step t of T, and end the run as it "
+                            "(airbench's LookaheadState)")
     tta: bool = _knob(False, "evaluation averages the logits of each image and its mirror (airbench's "
                       "tta_level 1); the extra forwards count in compute/flops_eval_T")
+    tta_translate: bool = _knob(False, "with tta: also each image shifted one pixel up-left and down-right "
+                                "(reflection padded), each with its mirror, weighted half against the "
+                                "unshifted pair (airbench's tta_level 2: 6 forwards an image)")
     precision: str = _knob("auto", "auto | fp32 | bf16 (autocast)", _one_of("auto", "fp32", "bf16"))
     compile: str | bool = _knob("auto", "torch.compile: auto | true | false",
                                 _one_of("auto", True, False))
@@ -208,10 +222,10 @@ class Experiment:
     loss_scaled_lr: bool | None = _knob(None, "lr * (1 + sel.lr_loss_scale * loss) (null: as mask's default)")
     gamma_mode: str | None = _knob(None, "calibrated | target (null: sel.gamma_mode)",
                                    _one_of("calibrated", "target"))
-    lr_schedule: str = _knob("constant", "dense, curriculum: constant (the original) | linear (to zero over "
-                             "the run's steps, Li et al. 2020, with train.warmup_fraction; SEL's loss scaling "
-                             "multiplies it; with infobatch_prune, over its epochs, each re-indexed to its "
-                             "pruned steps as InfoBatch's code does)", _one_of(*LR_SCHEDULES))
+    lr_schedule: str = _knob("constant", "dense, curriculum: constant (the original) | linear (to zero, or "
+                             "train.lr_end, over the run's steps, Li et al. 2020, with train.warmup_fraction; "
+                             "SEL's loss scaling multiplies it; with infobatch_prune, over its epochs, each "
+                             "re-indexed to its pruned steps as InfoBatch's code does)", _one_of(*LR_SCHEDULES))
     budget: float | str | None = _knob(None, "dense: the training images it may use, as a fraction "
                                        "of its epochs x images, or an experiment's name (its executed "
                                        "images); null: all", lambda v: None if isinstance(v, str)
@@ -547,6 +561,10 @@ def _check_together(p: Params):
     if p.model.pretrained and p.model.width != 64:
         _fail("model.pretrained", True, "ImageNet weights exist only for model.width = 64; "
               "set model.pretrained=false for other widths")
+    if p.train.warmup_from and not p.train.warmup_fraction:
+        _fail("train.warmup_from", p.train.warmup_from, "the start of a warm-up: set train.warmup_fraction > 0 too")
+    if p.train.tta_translate and not p.train.tta:
+        _fail("train.tta_translate", True, "adds shifted views to the mirror's: set train.tta=true too")
     if p.data.test_per_class is not None and p.data.held_out_per_class > p.data.test_per_class:
         _fail("data.held_out_per_class", p.data.held_out_per_class,
               f"must be <= data.test_per_class ({p.data.test_per_class})")

@@ -84,8 +84,8 @@ def airbench_recipe(batch_size: int = 1024) -> dict:
         "train.label_smoothing": 0.2,
         "train.batch_size": batch_size,
         "train.augment": "translate2",      # flip + translate 2 with reflection
-        "train.warmup_fraction": 0.23,      # with lr_schedule linear; airbench starts at 0.2 x lr, ours at 0
-        "train.tta": True,                  # mirror (its tta_level 1; airbench94 runs level 2)
+        "train.warmup_fraction": 0.23,      # with lr_schedule linear (its end points: AIRBENCH_EXTRAS)
+        "train.tta": True,                  # mirror (its tta_level 1; level 2: AIRBENCH_EXTRAS)
     }
 
 
@@ -140,7 +140,31 @@ AIRBENCH_FULL = {
                     "sel95_vs_random_subsets": ["sel95", "random_subsets"]},
 }
 
-PROTOCOLS = {"full": {}, "cpu-small": CPU_SMALL, "cpu-seeds": CPU_SEEDS, "airbench-full": AIRBENCH_FULL}
+# What airbench-full's recipe leaves out of airbench's (lib_airbench93.py, utils.py): the lr's end
+# points, alternating flips, the lookahead average and the shifted test-time views.
+AIRBENCH_EXTRAS = {"train.warmup_from": 0.2, "train.lr_end": 0.07, "train.flip": "alternate",
+                   "train.lookahead": True, "train.tta_translate": True}
+
+# airbench93 as published: its whole recipe and its 11 epochs on all 50,000 training images of the
+# offline JPEG copy (no validation split), the baseline at one seed: what it reaches here tells the
+# copy's cost apart from what airbench-full's shorter recipe gives up (docs/pipeline.md). One
+# difference stays: airbench drops each epoch's last, partial batch, the pipeline trains it.
+AIRBENCH93 = {
+    **airbench_recipe(),
+    **AIRBENCH_EXTRAS,
+    "model.widths": [64, 128, 128],
+    "seeds": [42],
+    "data.source": "../shared/datasets/cifar10-jpeg.tar.gz",
+    "experiments": {"baseline": _linear(11)},
+    "train_stages.dense": ["baseline"],
+    "train_stages.sel": [],
+    "train_stages.budget": [],
+    "train_stages.measured": [],
+    "attribution": {},
+}
+
+PROTOCOLS = {"full": {}, "cpu-small": CPU_SMALL, "cpu-seeds": CPU_SEEDS, "airbench-full": AIRBENCH_FULL,
+             "airbench93": AIRBENCH93}
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:

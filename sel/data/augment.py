@@ -2,10 +2,11 @@
 
 Training (`augment`): crop4, the original's RandomCrop(32, padding=4) with zero padding, or
 translate2, airbench's random translation by up to 2 pixels of the reflection-padded image; each
-with RandomHorizontalFlip(p=0.5), then the official normalisation; evaluation: the normalisation
-alone. Images stay uint8 (N, 32, 32, 3) on the device; a batch is gathered, cropped and flipped in
-one indexing op, then normalised into NCHW float with channels-last memory (the permute gives that
-layout for free), or contiguous where the model runs contiguous (`device.memory_format`).
+with RandomHorizontalFlip(p=0.5) (or the flips the trainer chooses: airbench's alternating flip),
+then the official normalisation; evaluation: the normalisation alone. Images stay uint8
+(N, 32, 32, 3) on the device; a batch is gathered, cropped and flipped in one indexing op, then
+normalised into NCHW float with channels-last memory (the permute gives that layout for free), or
+contiguous where the model runs contiguous (`device.memory_format`).
 """
 
 import torch
@@ -43,13 +44,17 @@ class Images:
     def plain(self, idx: torch.Tensor) -> torch.Tensor:
         return self.normalise(self.x[idx])
 
-    def augmented(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crop of the padded image at one of (2p+1)^2 offsets, flipped with p=0.5."""
+    def augmented(self, idx: torch.Tensor, generator: torch.Generator,
+                  flip: torch.Tensor | None = None) -> torch.Tensor:
+        """Random crop of the padded image at one of (2p+1)^2 offsets, flipped with p=0.5 or
+        where `flip` (bool, one per image of `idx`) says."""
         n, span = len(idx), 2 * self.padding + 1
         dev = self.x.device
         dy = torch.randint(0, span, (n, 1), device=dev, generator=generator)
         dx = torch.randint(0, span, (n, 1), device=dev, generator=generator)
-        flip = torch.rand((n, 1), device=dev, generator=generator) < 0.5
+        if flip is None:
+            flip = torch.rand((n, 1), device=dev, generator=generator) < 0.5
+        flip = flip.view(n, 1)
         rows = dy + self.arange
         cols = dx + torch.where(flip, 31 - self.arange, self.arange)
         if self.reflect:  # padded position i is image position |i - p|, mirrored at the far edge

@@ -31,7 +31,7 @@ from sel.method.flops import flops_per_image, proxy_flops
 from sel.method.selective import EVERY_STEP, Window, epoch_steps, kept_count
 from sel.train.model import build_model, fresh_model, n_params
 from sel.config.params import Experiment, ModelParams, Params
-from sel.train.training import DENSE, MASKED, SEL, Trainer, unpack_evaluation, unpack_sums
+from sel.train.training import DENSE, MASKED, SEL, TTA_FORWARDS, Trainer, unpack_evaluation, unpack_sums
 from sel.experiments.validation import Validation
 
 
@@ -96,7 +96,8 @@ def make_trainer(params: Params, data: Cifar, spec: Experiment, seed: int, model
                    cuda_graphs=resolve_cuda_graphs(t.cuda_graphs, device, compiled),
                    optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay,
                    bias_lr_scale=t.bias_lr_scale, label_smoothing=t.label_smoothing, augment=t.augment,
-                   warmup=t.warmup_fraction, tta=t.tta)
+                   warmup=t.warmup_fraction, warmup_from=t.warmup_from, lr_end=t.lr_end, flip=t.flip,
+                   lookahead=t.lookahead, tta_level=t.tta + t.tta_translate)
 
 
 def check_plan(name: str, spec: Experiment, phases: list[Phase], pools: Pools | None, batch_size: int) -> None:
@@ -267,27 +268,32 @@ class ExperimentRun:
     validation split, its accuracy is taken as `Validation` says (`val_every`: train.val_every)."""
 
     def __init__(self, name: str, trainer: Trainer, phases: list[Phase], classes: list[str], out=sys.stderr,
-                 val_every: int | None = None, prep: tuple[float, float] = (0.0, 0.0),
-                 freeze_whiten_after: int | None = None):
-        """`prep`: (executed FLOPs, seconds) of the passes the run needed before it trains (sort,
-        calibrate: `prep_flops`), counted in its totals from the start. `freeze_whiten_after`:
-        airbench's whitening bias is held from that epoch on (model.whiten_bias_epochs)."""
+                 val_every: int | None = None, freeze_whiten_after: int | None = None):
+        """`freeze_whiten_after`: airbench's whitening bias is held from that epoch on
+        (model.whiten_bias_epochs)."""
         self.name, self.trainer, self.phases, self.classes, self.out = name, trainer, phases, classes, out
         self.schedule = [(phase, k) for phase in phases for k in range(phase.epochs)]
         self.planned = run_steps(phases, trainer.batch_size)
         self.n_params = n_params(trainer.model)
         self.train_flops, self.eval_flops = flops_per_image(trainer.model)
-        self.test_flops = self.eval_flops * (2 if trainer.tta else 1)  # an evaluated image's forwards
+        self.test_flops = self.eval_flops * TTA_FORWARDS[trainer.tta_level]  # an evaluated image's
         self.freeze_whiten_after = freeze_whiten_after
         self.rows: list[dict] = []
         self.done = 0
-        flops, seconds = prep
-        self.totals = {"flops_proxy": 0.0, "flops_executed": flops, "flops_eval": 0.0, "time_s": seconds,
-                       "train_time_s": seconds, "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0,
-                       "wall_s": 0.0, "prep_flops_executed": flops, "prep_time_s": seconds}
+        self.totals = {"flops_proxy": 0.0, "flops_executed": 0.0, "flops_eval": 0.0, "time_s": 0.0,
+                       "train_time_s": 0.0, "pretrain_time_s": 0.0, "pretrain_flops_executed": 0.0,
+                       "wall_s": 0.0, "prep_flops_executed": 0.0, "prep_time_s": 0.0}
         self._indices = {}
         self.training_clock = Stopwatch(trainer.device)  # training alone, evaluation apart
         self.validation = Validation(trainer, self.training_clock, val_every) if trainer.val_set is not None else None
+
+    def add_prep(self, flops: float, seconds: float) -> None:
+        """Count the passes the run needed before it trains (sort, calibrate, a proxy:
+        `prep_flops`, at this run's `train_flops` and `eval_flops`) in its totals from the start."""
+        for key in ("flops_executed", "prep_flops_executed"):
+            self.totals[key] += flops
+        for key in ("time_s", "train_time_s", "prep_time_s"):
+            self.totals[key] += seconds
 
     def remaining(self) -> int:
         return len(self.schedule) - self.done
@@ -320,9 +326,11 @@ class ExperimentRun:
             indices = trainer.prune_by_loss(indices, phase.prune_ratio)
         steps = epoch_steps(len(indices), trainer.batch_size, phase.keep, phase.window, self.done,
                             len(self.schedule))
+        line = self.lr_line(phase, len(steps))
         sums = trainer.train_epoch(indices, phase.update, phase.gamma, phase.measure_ec, phase.lr_loss_scale,
-                                   phase.target_sparsity, self.lr_line(phase, len(steps)), phase.keep,
-                                   weighted=phase.prune_ratio is not None, steps=steps, history=phase.history)
+                                   phase.target_sparsity, line, phase.keep,
+                                   weighted=phase.prune_ratio is not None, steps=steps, history=phase.history,
+                                   progress=line or self._progress(), ends_run=self.remaining() == 1)
         self.training_clock.stop()
         values = torch.cat([sums, trainer.evaluate()]) if phase.recorded else sums
         if validation:
@@ -374,6 +382,11 @@ class ExperimentRun:
             return self.done / phase.lr_decay_epochs, 1 / (phase.lr_decay_epochs * steps)
         return None
 
+    def _progress(self) -> tuple[float, float]:
+        """(the fraction of the run's planned steps before this epoch, the fraction per step)."""
+        total = sum(map(len, self.planned))
+        return sum(map(len, self.planned[:self.done])) / total, 1 / total
+
     def _row(self, phase: Phase, train: dict, ev: dict, steps: list[tuple[int, bool]], seconds: float) -> dict:
         batch_size = self.trainer.batch_size
         images = sum(size for size, _ in steps)
@@ -393,7 +406,7 @@ class ExperimentRun:
                "compute/train_time_s": t["train_time_s"],
                "sparsity/sparsity": sparsity, "sparsity/params_changed": train["changed"] / len(steps),
                "sparsity/gamma": train["gamma"] / len(steps)}
-        if self.trainer.tta:
+        if self.trainer.tta_level:
             row["acc/test_no_tta"] = ev["test_no_tta"]
         row.update({f"class_acc/{name}": a for name, a in zip(self.classes, ev["per_class"])})
         row.update({f"E/{name}": v / len(steps) for name, v in zip(self.classes, train["E"])})

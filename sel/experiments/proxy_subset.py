@@ -13,7 +13,6 @@ A resumed run repeats the proxy (seeded: the same subset on a CPU) without count
 """
 
 import dataclasses
-import math
 import sys
 import time
 
@@ -22,9 +21,10 @@ import torch
 
 from sel.config.params import Experiment, ModelParams
 from sel.method.flops import flops_per_image
+from sel.scoring.scorer import train_scorer
 from sel.scoring.sorting import score
 from sel.train.model import build_model
-from sel.train.training import DENSE, Trainer
+from sel.train.training import Trainer
 
 PROXY_SEED_OFFSET = 10_007  # the proxy's weights: a draw no experiment of any nearby seed starts from
 
@@ -63,14 +63,7 @@ def proxy_subset(trainer: Trainer, spec: Experiment, name: str, out=sys.stderr) 
     `spec.proxy_epochs` dense epochs on every image, its lr on a linear line over its own steps,
     then score every image and keep the hardest `spec.proxy_keep` share."""
     started = time.perf_counter()
-    everything = torch.arange(len(trainer.train_set), device=trainer.device)
-    steps = math.ceil(len(everything) / trainer.batch_size)
-    total = steps * spec.proxy_epochs
-    for epoch in range(spec.proxy_epochs):
-        line = (epoch * steps / total, 1 / total)
-        loss = trainer.train_epoch(everything, DENSE, measure_ec=False, lr_line=line)[0].item()
-        print(f"[{name}] proxy epoch {epoch + 1}/{spec.proxy_epochs}: train loss {loss / len(everything):.3f}, "
-              f"{time.perf_counter() - started:.1f}s", file=out, flush=True)
+    train_scorer(trainer, spec.proxy_epochs, name, out, role="proxy", linear=True)
     losses = score(trainer, batch_size=trainer.eval_batch_size, stage=name)
     subset = hardest(losses, spec.proxy_keep)
     seconds = time.perf_counter() - started

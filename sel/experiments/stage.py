@@ -21,7 +21,6 @@ from sel.core.errors import SelError
 from sel.experiments.validation import COLUMNS
 from sel.experiments.plan import (ExperimentRun, Phase, check_plan, gamma_mode, make_trainer, needs_gamma,
                                   needs_pools, plan, prep_flops)
-from sel.method.flops import flops_per_image
 from sel.experiments.proxy_subset import PROXY_SEED_OFFSET, proxy_model_params, proxy_subset
 from sel.core.files import json_text, run_outputs, seed_data, staged_outputs
 from sel.config.names import label
@@ -155,11 +154,11 @@ def train_experiment(params: Params, group: str, name: str, seed: int) -> dict:
         del proxy
         phases = plan(spec, params, len(data.y_train), pools, gamma, counts, seed, measured_T, subset)
     trainer = make_trainer(params, data, spec, seed)
-    train_flops, eval_flops = flops_per_image(trainer.model)
-    prep = (prep_flops(spec, params, len(data.y_train), train_flops, eval_flops, len(data.classes)), prep_seconds)
     freeze = params.model.whiten_bias_epochs if params.model.arch == "airbench" else None
-    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, val_every=params.train.val_every, prep=prep,
+    run = ExperimentRun(f"{name}@{seed}", trainer, phases, data.classes, val_every=params.train.val_every,
                         freeze_whiten_after=freeze)
+    run.add_prep(prep_flops(spec, params, len(data.y_train), run.train_flops, run.eval_flops, len(data.classes)),
+                 prep_seconds)
     logged = {**logged_params(params, name, spec, seed, phases), "n_params": run.n_params}
     if gamma is not None:
         logged["gamma"] = gamma

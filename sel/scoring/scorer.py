@@ -22,6 +22,7 @@ save, which keeps the two stages independent; the repeated epochs are counted in
 FLOPs (sel/experiments/plan.py, prep_flops).
 """
 
+import math
 import sys
 import time
 
@@ -54,11 +55,17 @@ def scoring_trainer(params: Params, data: Cifar, seed: int) -> Trainer:
                    batch_size=params.train.batch_size, eval_batch_size=256, seed=seed)
 
 
-def train_scorer(trainer: Trainer, epochs: int, stage: str, out=sys.stderr) -> None:
-    """Dense epochs over every training image (Adam, training augmentation), a line each."""
+def train_scorer(trainer: Trainer, epochs: int, stage: str, out=sys.stderr, role: str = "scorer",
+                 linear: bool = False) -> None:
+    """Dense epochs over every training image (the trainer's optimizer, training augmentation),
+    a line each; with `linear`, the lr on a linear line over these epochs' steps, and the
+    trainer's lookahead average, if it has one, over them (a proxy's)."""
     everything = torch.arange(len(trainer.train_set), device=trainer.device)
+    steps = math.ceil(len(everything) / trainer.batch_size)
+    started = time.perf_counter()
     for epoch in range(epochs):
-        started = time.perf_counter()
-        loss = trainer.train_epoch(everything, DENSE, measure_ec=False)[0].item() / len(everything)
-        print(f"[{stage}] scorer epoch {epoch + 1}/{epochs}: train loss {loss:.3f}, "
-              f"{time.perf_counter() - started:.1f}s", file=out, flush=True)
+        line = (epoch / epochs, 1 / (steps * epochs)) if linear else None
+        sums = trainer.train_epoch(everything, DENSE, measure_ec=False, lr_line=line, progress=line,
+                                   ends_run=linear and epoch == epochs - 1)
+        print(f"[{stage}] {role} epoch {epoch + 1}/{epochs}: train loss {sums[0].item() / len(everything):.3f}, "
+              f"{time.perf_counter() - started:.1f}s elapsed", file=out, flush=True)

@@ -48,6 +48,8 @@ class Rule(NamedTuple):
 
 
 TARGET_SAMPLE = 1 << 16  # gradient entries whose quantile sets gamma in target mode
+TTA_FORWARDS = (1, 2, 6)  # forwards of an evaluated image at each tta_level (`Trainer.tta_logits`)
+LOOKAHEAD_EVERY, LOOKAHEAD_DECAY = 5, 0.95 ** 5  # airbench's: the average's weight is DECAY (t / T)^3
 
 
 def sums_layout(n_classes: int) -> dict[str, slice]:
@@ -84,7 +86,8 @@ class Trainer:
                  temperature: float = 1.5, use_compile: bool = False, cuda_graphs: bool = False,
                  optimizer: str = "adam", momentum: float = 0.85, weight_decay: float = 0.0,
                  bias_lr_scale: float = 1.0, label_smoothing: float = 0.0, augment: str = "crop4",
-                 warmup: float = 0.0, tta: bool = False):
+                 warmup: float = 0.0, warmup_from: float = 0.0, lr_end: float = 0.0, flip: str = "random",
+                 lookahead: bool = False, tta_level: int = 0):
         if precision == "fp32":
             exact_fp32(device)
         self.device, self.precision = device, precision
@@ -103,10 +106,18 @@ class Trainer:
         self.temperature, self.seed = temperature, seed
         self.recipe = {"optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
                        "bias_lr_scale": bias_lr_scale}
-        self.label_smoothing, self.warmup, self.tta = label_smoothing, warmup, tta
+        self.label_smoothing, self.warmup, self.tta_level = label_smoothing, warmup, tta_level
+        self.warmup_from, self.lr_end = warmup_from, lr_end
+        self.epochs_trained = self.steps_taken = 0
         self.frozen: list[int] = []  # indices into grads.params of parameters held at their value
         self.generator = torch.Generator(device).manual_seed(seed)
+        # alternating flips: each image's flip in even epochs, the run's first draw
+        self.flip_base = None if flip == "random" else \
+            torch.rand(len(self.train_set), device=device, generator=self.generator) < 0.5
         self.initial_state = copy.deepcopy(self.model.state_dict())
+        # lookahead: the float state (weights, BatchNorm statistics) and its running average
+        self.averaged = [v for v in self.model.state_dict().values() if v.is_floating_point()]
+        self.average = [v.clone() for v in self.averaged] if lookahead else None
         self.grads = FlatGrads(list(self.model.parameters()))
         # the weights before each step, to count the entries the optimizer actually changed
         self.before = torch.empty_like(self.grads.flat)
@@ -172,7 +183,9 @@ class Trainer:
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "class_e": self.class_e.clone(), "scores": self.scores.clone(),
                 "loss_history": None if self.loss_history is None else self.loss_history.clone(),
-                "history_at": self.history_at.clone()}
+                "history_at": self.history_at.clone(), "epochs_trained": self.epochs_trained,
+                "steps_taken": self.steps_taken,
+                "average": None if self.average is None else [v.clone() for v in self.average]}
 
     def load_state_dict(self, state: dict) -> None:
         """All or nothing: a state that does not fit this trainer (another width's model, say)
@@ -200,9 +213,13 @@ class Trainer:
         self.scores.copy_(state["scores"])
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
+        self.epochs_trained, self.steps_taken = state.get("epochs_trained", 0), state.get("steps_taken", 0)
+        if self.average is not None:
+            torch._foreach_copy_(self.average, state["average"])
 
     def freeze(self, param: nn.Parameter) -> None:
-        """Hold `param` at its value from the next step on (a new graph: the step changed)."""
+        """Hold `param` at its value from the next step on (a new graph: the step changed); the
+        lookahead average still moves it, as airbench's does its frozen whitening bias."""
         i = next(i for i, p in enumerate(self.grads.params) if p is param)
         if i not in self.frozen:
             self.frozen.append(i)
@@ -215,6 +232,17 @@ class Trainer:
         self.mask = global_magnitude_mask(self.grads, fraction)
         self.model.load_state_dict(self.initial_state)
         self.optimizer = self.new_optimizer()
+        if self.average is not None:
+            torch._foreach_copy_(self.average, self.averaged)
+
+    @torch.no_grad()
+    def move_to_average(self, decay: float) -> None:
+        """Lookahead: the average moves (1 - decay) of the way to the weights, and the weights to
+        it (decay 1: the weights become the average); a lottery's pruned weights stay zero."""
+        torch._foreach_lerp_(self.average, self.averaged, 1 - decay)
+        torch._foreach_copy_(self.averaged, self.average)
+        if self.mask is not None:
+            self.mask.apply_to_weights()
 
     def _forward(self, x: torch.Tensor, full_batch: bool) -> torch.Tensor:
         return self.compiled(x) if self.compiled is not None and full_batch else self.model(x)
@@ -248,7 +276,8 @@ class Trainer:
                     measure_ec: bool = True, lr_loss_scale: float = 0.0,
                     target_sparsity: float | None = None, lr_line: tuple[float, float] | None = None,
                     keep: float | None = None, weighted: bool = False,
-                    steps: list[tuple[int, bool]] | None = None, history: int | None = None) -> torch.Tensor:
+                    steps: list[tuple[int, bool]] | None = None, history: int | None = None,
+                    progress: tuple[float, float] | None = None, ends_run: bool = False) -> torch.Tensor:
         """One epoch over `indices` in a fresh order. `update`: dense, sel (zero |g| <= gamma, or,
         with `target_sparsity`, at the gamma that zeroes that fraction) or masked (lottery).
         The learning rate is `step_lr`'s, or the base one when neither knob moves it; `lr_line`:
@@ -257,9 +286,11 @@ class Trainer:
         (`sel.method.selective`); `steps`: (images, selects) of each step (`epoch_steps`; default:
         every step selects when `keep` is set), `history`: rank losses among that many past ones.
         `weighted`: each image's loss is weighted by `image_weight` and its score set to it
-        (InfoBatch). With `measure_ec` the epoch's mean E per class becomes the running E the
-        class draw reads. Returns the sums over its steps, on the device (`sums_layout`;
-        `unpack_sums` names them once read back)."""
+        (InfoBatch). `progress`: (the fraction of the run done at the epoch's first step, per
+        step), which sets the lookahead average's weight; `ends_run`: the weights end as the
+        average (both read only with `lookahead`). With `measure_ec` the epoch's mean E per class
+        becomes the running E the class draw reads. Returns the sums over its steps, on the device
+        (`sums_layout`; `unpack_sums` names them once read back)."""
         self.model.train()
         self.sums.zero_()
         self.sum_parts["bad_step"].fill_(-1)
@@ -275,14 +306,15 @@ class Trainer:
             self.loss_history = torch.full((history,), float("nan"), device=self.device)
         steps = steps or epoch_steps(len(indices), self.batch_size, keep)
         batches = epoch_order(indices, self.generator).split([size for size, _ in steps])
-        for batch, (_, selecting) in zip(batches, steps):
+        flips = None if self.flip_base is None else self.flip_base ^ bool(self.epochs_trained % 2)
+        for k, (batch, (_, selecting)) in enumerate(zip(batches, steps)):
             if self.on_step is not None:
                 self.on_step(len(batch))
             step_keep = keep if selecting else None
             rule = Rule(update, measure_ec, lr_loss_scale, target_sparsity, lr_line is not None, step_keep,
                         weighted, history if selecting else None)
             per_step = candidate_size(self.batch_size, step_keep)
-            x = self.train_set.augmented(batch, self.generator)
+            x = self.train_set.augmented(batch, self.generator, None if flips is None else flips[batch])
             y = self.train_set.y[batch]
             if step_keep is not None:  # drawn here, read by the step at a fixed address
                 if per_step not in self.select_noise:
@@ -294,6 +326,13 @@ class Trainer:
                 self.graphs.run(x, y, rule)
             else:  # the last, smaller batch of an epoch runs eagerly
                 self._step(x, y, rule)
+            if self.average is not None and progress is not None:
+                self.steps_taken += 1
+                if self.steps_taken % LOOKAHEAD_EVERY == 0:
+                    self.move_to_average(LOOKAHEAD_DECAY * min(progress[0] + (k + 1) * progress[1], 1.0) ** 3)
+        if self.average is not None and ends_run:
+            self.move_to_average(1.0)
+        self.epochs_trained += 1
         if measure_ec:
             self.class_e.copy_(self.sum_parts["E"] / len(batches))
         return self.sums.clone()
@@ -346,18 +385,20 @@ class Trainer:
         self.step_index.add_(1)
 
     def step_lr(self, loss: torch.Tensor, lr_loss_scale: float, decays: bool) -> torch.Tensor:
-        """lr * (1 - done) * (1 + lr_loss_scale * loss) on the device, `done` the fraction of the
+        """lr * line(done) * (1 + lr_loss_scale * loss) on the device, `done` the fraction of the
         linear decay behind this step (`lr_line`: for a run of T steps, t / T at step t, 0-based;
-        no decay unless `decays`). The last step runs at lr / T and the line reaches zero as the
-        run ends, so every step moves the weights (Li et al. 2020). With a `warmup` fraction w the
-        line first rises from 0 to 1 over done < w, then decays from 1 to 0 over the rest."""
+        no decay unless `decays`). The line falls from 1 to `lr_end` as the run ends; with `lr_end`
+        0 the last step runs at lr / T, so every step moves the weights (Li et al. 2020). With a
+        `warmup` fraction w it first rises from `warmup_from` to 1 over done < w, then falls."""
         lr = self.base_lr * (1 + lr_loss_scale * loss)
         if not decays:
             return lr
+        left = 1 - self.lr_start - self.step_index * self.lr_slope  # in this order: exact near the end
+        end, start = self.lr_end, self.warmup_from
         if not self.warmup:
-            return lr * (1 - self.lr_start - self.step_index * self.lr_slope)
-        done = self.lr_start + self.step_index * self.lr_slope
-        return lr * torch.minimum(done / self.warmup, (1 - done) / (1 - self.warmup))
+            return lr * (end + (1 - end) * left)
+        return lr * torch.minimum(start + (1 - start) * (1 - left) / self.warmup,
+                                  end + (1 - end) * left / (1 - self.warmup))
 
     def _record(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, measure_ec: bool) -> None:
         """Add a batch's loss (its mean `loss` times its images), correct predictions and E/C."""
@@ -391,19 +432,34 @@ class Trainer:
 
     def _correct(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
         """Whether the model in eval mode predicts each image of `images` right (1.0 or 0.0), in
-        batches of `eval_batch_size`, on the device: with `tta` on the mean logits of the image
-        and its mirror, and (the same tensor without tta) on the image alone."""
+        batches of `eval_batch_size`, on the device: with test-time augmentation (`tta_logits`),
+        and (the same tensor without it) on the image alone."""
         self.model.eval()
         correct, plain = [], []
         for batch in torch.arange(len(images), device=self.device).split(self.eval_batch_size):
-            x, full = images.plain(batch), len(batch) == self.eval_batch_size
-            with autocast(self.device, self.precision):
-                logits = self._forward(x, full)
-                plain.append(logits.argmax(1) == images.y[batch])
-                if self.tta:
-                    logits = (logits.float() + self._forward(x.flip(3), full).float()) / 2
-            correct.append(logits.argmax(1) == images.y[batch] if self.tta else plain[-1])
+            alone, logits = self.tta_logits(images.plain(batch), len(batch) == self.eval_batch_size)
+            plain.append(alone.argmax(1) == images.y[batch])
+            correct.append(logits.argmax(1) == images.y[batch] if self.tta_level else plain[-1])
         return torch.cat(correct).float(), torch.cat(plain).float()
+
+    def tta_logits(self, x: torch.Tensor, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits of `x` alone, and at `tta_level` as airbench's: 1 the mean of the image's and
+        its mirror's, 2 that mean weighted half against the image shifted one pixel up-left and
+        one down-right (reflection padded), each with its mirror."""
+        def with_mirror(v, logits=None):
+            if logits is None:
+                logits = self._forward(v, full).float()
+            return (logits + self._forward(v.flip(3), full).float()) / 2
+
+        with autocast(self.device, self.precision):
+            alone = logits = self._forward(x, full).float()
+            if self.tta_level >= 1:
+                logits = with_mirror(x, alone)
+            if self.tta_level == 2:
+                padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+                up_left, down_right = (with_mirror(padded[:, :, a:a + 32, a:a + 32]) for a in (0, 2))
+                logits = logits / 2 + (up_left + down_right) / 4
+        return alone, logits
 
     @torch.inference_mode()
     def validation_accuracy(self) -> torch.Tensor:
