@@ -27,11 +27,11 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 
 @contextlib.contextmanager
-def refused(message: str):
-    """Expects the block to raise a one-line SelError that contains `message`."""
+def refused(*messages: str):
+    """Expects the block to raise a one-line SelError that contains each of `messages`."""
     with pytest.raises(SelError) as e:
         yield
-    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert all(m in str(e.value) for m in messages) and "\n" not in str(e.value), str(e.value)
 
 
 PROJECT_FILES = ["sel", "pipeline", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",

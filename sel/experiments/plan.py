@@ -276,7 +276,7 @@ class ExperimentRun:
         self.planned = run_steps(phases, trainer.batch_size)
         self.n_params = n_params(trainer.model)
         self.train_flops, self.eval_flops = flops_per_image(trainer.model)
-        self.test_flops = self.eval_flops * TTA_FORWARDS[trainer.tta_level]  # an evaluated image's
+        self.test_flops = self.eval_flops * TTA_FORWARDS[trainer.tta_level]  # an evaluated image's forwards
         self.freeze_whiten_after = freeze_whiten_after
         self.rows: list[dict] = []
         self.done = 0
@@ -377,14 +377,17 @@ class ExperimentRun:
         run's planned steps so far over all of them, or (InfoBatch) its epochs so far over all of
         them, this epoch's share spread over its `steps`; None at a constant rate."""
         if phase.lr_decay_steps:
-            return sum(map(len, self.planned[:self.done])) / phase.lr_decay_steps, 1 / phase.lr_decay_steps
+            return self._steps_done_over(phase.lr_decay_steps)
         if phase.lr_decay_epochs:
             return self.done / phase.lr_decay_epochs, 1 / (phase.lr_decay_epochs * steps)
         return None
 
     def _progress(self) -> tuple[float, float]:
         """(the fraction of the run's planned steps before this epoch, the fraction per step)."""
-        total = sum(map(len, self.planned))
+        return self._steps_done_over(sum(map(len, self.planned)))
+
+    def _steps_done_over(self, total: int) -> tuple[float, float]:
+        """(the run's planned steps before this epoch over `total`, 1 / `total`)."""
         return sum(map(len, self.planned[:self.done])) / total, 1 / total
 
     def _row(self, phase: Phase, train: dict, ev: dict, steps: list[tuple[int, bool]], seconds: float) -> dict:

@@ -22,7 +22,6 @@ save, which keeps the two stages independent; the repeated epochs are counted in
 FLOPs (sel/experiments/plan.py, prep_flops).
 """
 
-import math
 import sys
 import time
 
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from sel.data.dataset import Cifar
+from sel.method.selective import epoch_steps
 from sel.train.device import resolve_device
 from sel.train.model import build_model, fresh_model
 from sel.config.params import Params
@@ -61,7 +61,7 @@ def train_scorer(trainer: Trainer, epochs: int, stage: str, out=sys.stderr, role
     a line each; with `linear`, the lr on a linear line over these epochs' steps, and the
     trainer's lookahead average, if it has one, over them (a proxy's)."""
     everything = torch.arange(len(trainer.train_set), device=trainer.device)
-    steps = math.ceil(len(everything) / trainer.batch_size)
+    steps = len(epoch_steps(len(everything), trainer.batch_size, None))
     started = time.perf_counter()
     for epoch in range(epochs):
         line = (epoch / epochs, 1 / (steps * epochs)) if linear else None
